@@ -1,0 +1,1 @@
+"""Marked blocks: grammar → snapshot → compare → waivers; transplant = 3-way merge + compare."""

@@ -1,0 +1,392 @@
+"""Snapshots: every marked block of a tree, recorded so an upgrade can be checked.
+
+A block is identified by its normalised body (whitespace-insensitive, blank
+lines dropped) and its hash, located by file, enclosing qualname and lines, and
+anchored by the nearest code lines around it. Output is deterministic JSON.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import OverlayError
+from .grammar import Event, Grammar, MarkerConfig, Problem, comment_start, pair_fences, scan_events
+
+SNAPSHOT_FORMAT = "engine-overlay-markers"
+SNAPSHOT_VERSION = 1
+SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", ".nox", ".tox"}
+ANCHOR_LINES = 2
+RG_CHUNK = 2000
+
+
+@dataclass
+class InlineTag:
+    line: int
+    tag: str
+    text: str
+
+
+@dataclass
+class Block:
+    """One marked block. ``start_line`` is the opening fence (or the tag line for inline tags)."""
+
+    file: str
+    kind: str  # "fenced" | "inline"
+    tag: str
+    start_line: int
+    end_line: int
+    qualname: str
+    body: list[str]
+    hash: str
+    id: str | None = None
+    anchors_before: list[str] = field(default_factory=list)
+    anchors_after: list[str] = field(default_factory=list)
+    inline_tags: list[InlineTag] = field(default_factory=list)
+    enclosing_hash: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.id or f"{self.qualname or '<module>'}"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Block:
+        d = dict(d)
+        d["inline_tags"] = [InlineTag(**t) for t in d.get("inline_tags", [])]
+        return cls(**d)
+
+
+@dataclass
+class Snapshot:
+    config: MarkerConfig
+    blocks: list[Block]
+    problems: list[Problem] = field(default_factory=list)
+    # Not serialised: where the snapshot was taken, for the compare step's searches.
+    root: Path | None = field(default=None, repr=False, compare=False)
+    files: list[str] = field(default_factory=list, repr=False, compare=False)
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def read_source(self, rel: str) -> str | None:
+        """Text of a scanned file, from memory or from the root it was taken in."""
+        if rel in self.sources:
+            return self.sources[rel]
+        if self.root is None:
+            return None
+        try:
+            return (self.root / rel).read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "version": SNAPSHOT_VERSION,
+            "config": self.config.to_dict(),
+            "blocks": [asdict(b) for b in self.blocks],
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+    def write(self, path: Path) -> None:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        path.write_text(text, encoding="utf-8")
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """Load a snapshot file; any damage is one OverlayError naming the file."""
+    hint = "re-create it with `overlay markers snapshot -o FILE`"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OverlayError("snapshot file not found", path=path, hint=hint) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise OverlayError(f"not a readable snapshot (invalid JSON: {e})", path=path, hint=hint) from None
+    if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
+        raise OverlayError(f"not a marker snapshot (missing \"format\": \"{SNAPSHOT_FORMAT}\")", path=path, hint=hint)
+    if data.get("version") != SNAPSHOT_VERSION:
+        raise OverlayError(f"unsupported snapshot version {data.get('version')!r} (expected {SNAPSHOT_VERSION})", path=path, hint=hint)
+    try:
+        config = MarkerConfig.from_dict(data.get("config", {}), str(path))
+        blocks = [Block.from_dict(b) for b in data["blocks"]]
+        problems = [Problem(**p) for p in data.get("problems", [])]
+        for b in blocks:
+            if not (isinstance(b.file, str) and isinstance(b.start_line, int) and isinstance(b.body, list)):
+                raise TypeError(f"bad block at {b.file}:{b.start_line}")
+    except (KeyError, TypeError, AttributeError) as e:
+        raise OverlayError(f"malformed snapshot: {e}", path=path, hint=hint) from None
+    return Snapshot(config, blocks, problems)
+
+
+# --- normalisation -------------------------------------------------------------------------
+
+def normalise(lines: Iterable[str]) -> list[str]:
+    """Whitespace-insensitive body: internal runs collapsed, blank lines dropped."""
+    return [" ".join(ln.split()) for ln in lines if ln.strip()]
+
+
+def body_hash(body: list[str]) -> str:
+    key = "\n".join(ln.replace(" ", "") for ln in body)
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def _is_code(line: str) -> bool:
+    s = line.strip()
+    return bool(s) and not s.startswith("#")
+
+
+# --- ast: scopes and string ranges -------------------------------------------------------------
+
+@dataclass
+class Scope:
+    start: int  # first decorator or def line
+    end: int
+    qualname: str
+    is_function: bool
+
+
+def _scopes(tree: ast.AST) -> tuple[list[Scope], set[int]]:
+    """Function/class scopes, and the lines strictly inside multi-line strings."""
+    scopes: list[Scope] = []
+    in_string: set[int] = set()
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                q = f"{prefix}.{child.name}" if prefix else child.name
+                start = min([child.lineno] + [d.lineno for d in child.decorator_list])
+                scopes.append(Scope(start, child.end_lineno or child.lineno, q,
+                                    not isinstance(child, ast.ClassDef)))
+                visit(child, q)
+            else:
+                if isinstance(child, ast.Constant) and isinstance(child.value, (str, bytes)):
+                    if child.end_lineno and child.end_lineno > child.lineno:
+                        in_string.update(range(child.lineno + 1, child.end_lineno + 1))
+                visit(child, prefix)
+
+    visit(tree, "")
+    return scopes, in_string
+
+
+def _enclosing(scopes: list[Scope], fence_line: int, first_code: int) -> Scope | None:
+    best: Scope | None = None
+    for s in scopes:
+        if s.start < fence_line and s.end >= first_code:
+            if best is None or s.start >= best.start:
+                best = s
+    return best
+
+
+# --- scanning one file -------------------------------------------------------------------------
+
+def scan_text(text: str, file: str, config: MarkerConfig, grammar: Grammar | None = None) -> tuple[list[Block], list[Problem]]:
+    """All blocks and grammar problems of one file's text (*file* is its report name)."""
+    grammar = grammar or Grammar.compile(config)
+    lines = text.splitlines()
+    events = scan_events(lines, grammar)
+    if not any(e.kind in ("fence", "inline") for e in events):
+        return [], []
+    problems: list[Problem] = []
+    scopes: list[Scope] = []
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError) as e:
+        problems.append(Problem(file, getattr(e, "lineno", None), f"not valid Python, enclosing functions unknown: {e.msg if isinstance(e, SyntaxError) else e}", severity="warning"))
+    else:
+        scopes, in_string = _scopes(tree)
+        if in_string:
+            events = [e for e in events if e.line not in in_string]
+    raw, loose, pair_problems = pair_fences(events, file)
+    problems.extend(pair_problems)
+
+    marked: set[int] = set()
+    spans: list[tuple[int, int, str, str | None, str, list[Event]]] = []
+    for rb in raw:
+        marked.update(range(rb.start_line, rb.end_line + 1))
+        spans.append((rb.start_line, rb.end_line, "fenced", rb.id, rb.tag, rb.inline))
+    for ev in loose:
+        if ev.whole_line:
+            target = next((i for i in range(ev.line + 1, len(lines) + 1) if _is_code(lines[i - 1])), None)
+            if target is None:
+                problems.append(Problem(file, ev.line, f"inline tag '{ev.tag}' does not precede any code line", severity="warning"))
+                continue
+            spans.append((ev.line, target, "inline", None, ev.tag, [ev]))
+            marked.update(range(ev.line, target + 1))
+        else:
+            spans.append((ev.line, ev.line, "inline", None, ev.tag, [ev]))
+            marked.add(ev.line)
+
+    blocks: list[Block] = []
+    for start, end, kind, bid, tag, inl in sorted(spans, key=lambda s: s[0]):
+        if kind == "fenced":
+            body_lines = lines[start:end - 1]
+            first_code = next((start + 1 + i for i, ln in enumerate(body_lines) if _is_code(ln)), start)
+            tags = [InlineTag(e.line, e.tag, e.text) for e in inl]
+        else:
+            ev = inl[0]
+            code = lines[end - 1]
+            if not ev.whole_line:
+                code = _strip_comment(code)
+            body_lines = [code]
+            first_code = end
+            tags = [InlineTag(ev.line, ev.tag, ev.text)]
+        body = normalise(body_lines)
+        scope = _enclosing(scopes, start, first_code)
+        blocks.append(Block(
+            file=file, kind=kind, tag=tag, start_line=start, end_line=end,
+            qualname=scope.qualname if scope else "", body=body, hash=body_hash(body), id=bid,
+            anchors_before=_anchors(lines, start - 1, -1, marked),
+            anchors_after=_anchors(lines, end + 1, 1, marked),
+            inline_tags=tags,
+            enclosing_hash=_scope_hash(lines, scope, marked) if scope and scope.is_function else None,
+        ))
+    return blocks, problems
+
+
+def _strip_comment(line: str) -> str:
+    pos = comment_start(line)
+    return line[:pos] if pos >= 0 else line
+
+
+def _anchors(lines: list[str], lineno: int, step: int, marked: set[int]) -> list[str]:
+    out: list[str] = []
+    while 1 <= lineno <= len(lines) and len(out) < ANCHOR_LINES:
+        if lineno not in marked and _is_code(lines[lineno - 1]):
+            out.append(" ".join(lines[lineno - 1].split()))
+        lineno += step
+    return out
+
+
+def _scope_hash(lines: list[str], scope: Scope, marked: set[int]) -> str:
+    """Hash of the enclosing def/class without its marked lines: upstream's part of it."""
+    own = normalise(_strip_comment(lines[i - 1]) for i in range(scope.start, scope.end + 1) if i not in marked)
+    return body_hash(own)
+
+
+# --- scanning a tree -----------------------------------------------------------------------------
+
+def _glob_matcher(globs: tuple[str, ...]):
+    pats = [re.compile(fnmatch.translate(g)) for g in globs]
+
+    def match(rel: str) -> bool:
+        name = rel.rsplit("/", 1)[-1]
+        return any(p.match(rel if "/" in g else name) for p, g in zip(pats, globs, strict=True))
+
+    return match
+
+
+def list_files(root: Path, paths: list[str] | None, config: MarkerConfig) -> list[str]:
+    """Files under *root* (or under each of *paths*) matching the configured globs, as sorted posix paths relative to root."""
+    match = _glob_matcher(config.globs)
+    root_s = os.path.abspath(root)
+    out: list[str] = []
+
+    def walk(d: str) -> None:
+        try:
+            it = os.scandir(d)
+        except OSError:
+            return
+        with it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    if e.name not in SKIP_DIRS:
+                        walk(e.path)
+                elif e.is_file():
+                    rel = os.path.relpath(e.path, root_s).replace(os.sep, "/")
+                    if match(rel):
+                        out.append(rel)
+
+    if not paths:
+        walk(root_s)
+    else:
+        for p in paths:
+            full = p if os.path.isabs(p) else os.path.join(root_s, p)
+            if not os.path.exists(full):
+                raise OverlayError(f"path not found: {p}", path=full, hint=f"paths are relative to the root {root_s}")
+            if os.path.isdir(full):
+                walk(full)
+            else:
+                out.append(os.path.relpath(full, root_s).replace(os.sep, "/"))
+    return sorted(set(out))
+
+
+def _rg_filter(root: str, files: list[str], needles: tuple[bytes, ...]) -> set[str] | None:
+    """Files containing any needle, via ripgrep when it is installed (None: use Python)."""
+    rg = shutil.which("rg")
+    if rg is None:
+        return None
+    args = [rg, "--no-config", "--files-with-matches", "--null", "--fixed-strings", "--text",
+            "--no-ignore", "--hidden", "--encoding", "none", "--no-messages"]
+    for n in needles:
+        args += ["-e", n.decode()]
+    hits: set[str] = set()
+    for i in range(0, len(files), RG_CHUNK):
+        proc = subprocess.run([*args, "--", *files[i:i + RG_CHUNK]], cwd=root, capture_output=True)
+        if proc.returncode not in (0, 1):
+            return None
+        hits.update(p.decode("utf-8", "surrogateescape") for p in proc.stdout.split(b"\0") if p)
+    return hits
+
+
+def _python_filter(root: str, files: list[str], needles: tuple[bytes, ...]) -> set[str]:
+    hits: set[str] = set()
+    for rel in files:
+        try:
+            with open(os.path.join(root, rel), "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        for n in needles:
+            if n in data:
+                hits.add(rel)
+                break
+    return hits
+
+
+def take_snapshot(
+    root: Path, paths: list[str] | None = None, config: MarkerConfig | None = None,
+    *, use_rg: bool | None = None,
+) -> Snapshot:
+    """Record every marked block under *root*.
+
+    Files are pre-filtered by a bytes search for the tag words (ripgrep when
+    installed and *use_rg* is not False, else Python), so only the few files
+    that hold markers are split into lines and parsed with ``ast``.
+    """
+    config = config or MarkerConfig()
+    root = Path(root)
+    if not root.is_dir():
+        raise OverlayError("root is not a directory", path=root, hint="pass --root DIR")
+    files = list_files(root, paths, config)
+    root_s = os.path.abspath(root)
+    needles = config.needles()
+    hits = _rg_filter(root_s, files, needles) if use_rg is not False else None
+    if hits is None:
+        hits = _python_filter(root_s, files, needles)
+    texts = {}
+    for rel in sorted(hits):
+        with open(os.path.join(root_s, rel), "rb") as fh:
+            texts[rel] = fh.read().decode("utf-8", "replace")
+    snap = snapshot_from_texts(texts, config)
+    snap.root, snap.files = root, files
+    return snap
+
+
+def snapshot_from_texts(texts: dict[str, str], config: MarkerConfig) -> Snapshot:
+    """A snapshot of in-memory files (name → text): for git revisions and transplant."""
+    grammar = Grammar.compile(config)
+    blocks: list[Block] = []
+    problems: list[Problem] = []
+    for rel in sorted(texts):
+        b, p = scan_text(texts[rel], rel, config, grammar)
+        blocks.extend(b)
+        problems.extend(p)
+    return Snapshot(config, blocks, problems, files=sorted(texts), sources=dict(texts))
