@@ -274,11 +274,15 @@ def _scope_hash(lines: list[str], scope: Scope, marked: set[int]) -> str:
 # --- scanning a tree -----------------------------------------------------------------------------
 
 def _glob_matcher(globs: tuple[str, ...]):
-    pats = [re.compile(fnmatch.translate(g)) for g in globs]
+    """A predicate on root-relative posix paths; ``*.ext`` globs take a fast suffix test."""
+    suffixes = tuple(g[1:] for g in globs if g.startswith("*") and not any(c in g[1:] for c in "*?[/"))
+    others = [(re.compile(fnmatch.translate(g)), "/" in g) for g in globs if g[1:] not in suffixes or g[0] != "*"]
 
     def match(rel: str) -> bool:
+        if suffixes and rel.endswith(suffixes):
+            return True
         name = rel.rsplit("/", 1)[-1]
-        return any(p.match(rel if "/" in g else name) for p, g in zip(pats, globs, strict=True))
+        return any(p.match(rel if full else name) for p, full in others)
 
     return match
 
@@ -289,32 +293,34 @@ def list_files(root: Path, paths: list[str] | None, config: MarkerConfig) -> lis
     root_s = os.path.abspath(root)
     out: list[str] = []
 
-    def walk(d: str) -> None:
+    def walk(d: str, prefix: str) -> None:
         try:
             it = os.scandir(d)
         except OSError:
             return
         with it:
             for e in it:
+                rel = prefix + e.name
                 if e.is_dir(follow_symlinks=False):
                     if e.name not in SKIP_DIRS:
-                        walk(e.path)
-                elif e.is_file():
-                    rel = os.path.relpath(e.path, root_s).replace(os.sep, "/")
-                    if match(rel):
-                        out.append(rel)
+                        walk(e.path, rel + "/")
+                elif match(rel) and e.is_file():
+                    out.append(rel)
 
     if not paths:
-        walk(root_s)
+        walk(root_s, "")
     else:
         for p in paths:
-            full = p if os.path.isabs(p) else os.path.join(root_s, p)
+            full = os.path.normpath(p if os.path.isabs(p) else os.path.join(root_s, p))
+            rel = os.path.relpath(full, root_s).replace(os.sep, "/")
+            if rel.startswith("../"):
+                raise OverlayError(f"path is outside the root: {p}", path=full, hint=f"paths must lie under {root_s}")
             if not os.path.exists(full):
                 raise OverlayError(f"path not found: {p}", path=full, hint=f"paths are relative to the root {root_s}")
             if os.path.isdir(full):
-                walk(full)
+                walk(full, "" if rel == "." else rel + "/")
             else:
-                out.append(os.path.relpath(full, root_s).replace(os.sep, "/"))
+                out.append(rel)
     return sorted(set(out))
 
 
