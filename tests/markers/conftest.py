@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-
 from engine_overlay import ui
 from engine_overlay.errors import OverlayError
 from engine_overlay.markers.cli import check_markers_cmd, markers_group, transplant_cmd
@@ -85,6 +84,12 @@ class NPUModelRunner:
         tokens = logits.argmax(-1)  # Omni-specific
         return tokens
 '''
+
+
+@pytest.fixture(name="write")
+def write_fixture():
+    """``write(root, rel, text)``: a dedented file under *root*."""
+    return write
 
 
 @pytest.fixture
