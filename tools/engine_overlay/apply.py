@@ -1,0 +1,303 @@
+"""`overlay apply` onto a git target: the fetched work tree or a user's checkout.
+
+Order of work: refuse a dirty tree or an unfinished run; check the base; plan
+the whole series in memory; then (unless --check or a failure) write a journal,
+create the branch with one fast-import, check it out and drop the journal.
+A run killed at any point leaves the original state or a journal that
+`overlay apply --abort` / `--continue` resolves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from . import gitops, sources
+from .config import Engine, Pin
+from .errors import CheckFailed, OverlayError
+from .locking import TargetLock, read_json, write_json_atomic
+from .overlay_files import OverlayFile, collect, manifest_sha256
+from .plan import TRAILER_FILES, TRAILER_PATCH, TRAILER_SHA, Plan, load_patches, plan
+from .report import ALREADY, SKIPPED, PatchResult, Report
+from .series import Patch, parse_series
+from .tree import TreeState
+
+
+@dataclass
+class ApplyOptions:
+    check: bool = False
+    keep: bool = False
+    force_base: bool = False
+    branch: str | None = None
+
+
+@dataclass
+class Payload:
+    """What gets applied: patches (with reverse flags), overlay files, allowed replacements."""
+
+    label: str
+    version: str
+    patches: list[tuple[Patch, bool]]
+    skipped: list[PatchResult]
+    overlay_files: list[OverlayFile]
+    replaces: tuple[str, ...] = ()
+
+
+def engine_payload(engine: Engine, pin: Pin) -> Payload:
+    series, problems = parse_series(engine.series)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise OverlayError(errors[0].message, path=errors[0].file, line=errors[0].line,
+                           hint="fix the series file (run `overlay lint`)")
+    patches, skipped = [], []
+    for patch, reverse in load_patches(series.directory, series.entries):
+        if patch.applies_to and not _applies(patch, pin.version):
+            skipped.append(PatchResult(patch.name, SKIPPED, patch.sha256,
+                                       message=f"Applies-To {patch.applies_to} excludes {pin.version}"))
+            continue
+        patches.append((patch, reverse))
+    return Payload(engine.name, pin.version, patches, skipped, collect(engine.overlay), engine.replaces)
+
+
+def series_payload(series_path: Path) -> Payload:
+    path = series_path / "series" if series_path.is_dir() else series_path
+    series, problems = parse_series(path)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise OverlayError(errors[0].message, path=errors[0].file, line=errors[0].line)
+    label = path.parent.name if path.parent.name not in ("patches", "debian") else path.parent.parent.name
+    return Payload(label or "series", "", load_patches(series.directory, series.entries), [], [])
+
+
+def _applies(patch: Patch, version: str) -> bool:
+    try:
+        spec = SpecifierSet(patch.applies_to)
+    except InvalidSpecifier as exc:
+        raise OverlayError(f"Applies-To {patch.applies_to!r} is not a version range", path=patch.path,
+                           line=patch.header_lines.get("applies-to")) from exc
+    return spec.contains(Version(version).public, prereleases=True)
+
+
+# -- state kept in the target's git dir ---------------------------------------------------------
+
+def _state_dir(repo: git.Repo) -> Path:
+    return gitops.git_dir(repo) / "engine-overlay"
+
+
+def journal_path(repo: git.Repo) -> Path:
+    return _state_dir(repo) / "journal.json"
+
+
+def read_journal(repo: git.Repo) -> dict | None:
+    return read_json(journal_path(repo), "the overlay journal",
+                     hint="run `overlay apply ... --abort` after checking `git status`, or delete the file")
+
+
+def _unfinished(repo: git.Repo, journal: dict) -> CheckFailed:
+    return CheckFailed(
+        f"an interrupted overlay run left this checkout on {journal.get('branch')} "
+        f"(started from {journal.get('orig_branch') or 'detached HEAD'} at {journal.get('orig_head', '')[:12]})",
+        path=journal_path(repo),
+        hint="run the same `overlay apply` with --abort to restore the checkout, or --continue to finish",
+    )
+
+
+# -- applied state read back from commits ------------------------------------------------------
+
+def _trailers(message: str) -> dict[str, str]:
+    found = {}
+    for line in message.splitlines():
+        match = re.match(r"^(Overlay-[A-Za-z0-9-]+):\s*(.+)$", line)
+        if match:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def applied_commits(repo: git.Repo, tip: str) -> tuple[list[tuple[str, str, str]], str | None, str]:
+    """Walk back from *tip* over overlay commits: ([(patch, sha256, commit)], overlay sha, base)."""
+    patches: list[tuple[str, str, str]] = []
+    overlay_sha = None
+    commit = repo.commit(tip)
+    while True:
+        trailers = _trailers(commit.message)
+        if TRAILER_FILES in trailers and overlay_sha is None and not patches:
+            overlay_sha = trailers[TRAILER_FILES]
+        elif TRAILER_PATCH in trailers:
+            patches.append((trailers[TRAILER_PATCH], trailers.get(TRAILER_SHA, ""), commit.hexsha))
+        else:
+            break
+        if not commit.parents:
+            break
+        commit = commit.parents[0]
+    patches.reverse()
+    return patches, overlay_sha, commit.hexsha
+
+
+# -- base check --------------------------------------------------------------------------------
+
+def base_problem(repo: git.Repo, engine: str, pin: Pin) -> str | None:
+    """None when HEAD is built on the pinned upstream, else what is wrong."""
+    head = gitops.head_sha(repo)
+    if head is None:
+        return "the checkout has no commits"
+    candidates = [f"refs/tags/{sources.upstream_tag(engine, pin.version)}",
+                  f"refs/tags/v{pin.version}", f"refs/tags/{pin.version}"]
+    if pin.source.commit:
+        candidates.append(pin.source.commit)
+    for rev in candidates:
+        sha = gitops.rev_parse(repo, rev)
+        if sha and gitops.is_ancestor(repo, sha, head):
+            return None
+    for meta in ("PKG-INFO",):
+        data = gitops.read_at(repo, head, meta)
+        if data:
+            match = re.search(rb"^Version:\s*(\S+)", data, re.M)
+            if match:
+                found = match.group(1).decode()
+                if Version(found).public == Version(pin.version).public:
+                    return None
+                return f"PKG-INFO says version {found}, the pin is {pin.version}"
+    return (f"HEAD is not based on {engine} {pin.version} (no tag {sources.upstream_tag(engine, pin.version)}, "
+            f"v{pin.version} or pinned commit below HEAD, no PKG-INFO)")
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+def default_branch(label: str, version: str) -> str:
+    return f"overlay/{label}-{version}" if version else f"overlay/{label}"
+
+
+def target_for(engine: Engine, pin: Pin, checkout: Path | None) -> tuple[Path, str]:
+    if checkout is not None:
+        return checkout, "checkout"
+    tree = sources.tree_path(engine.name, pin.version)
+    if not (tree / ".git").exists():
+        raise OverlayError(f"{engine.name} {pin.version} has not been fetched", path=tree,
+                           hint=f"run `overlay fetch {engine.name} --version {pin.version}` first")
+    return tree, "tree"
+
+
+def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind: str,
+              base_check=None, markers=None) -> Report:
+    root = gitops.work_root(repo)
+    branch = opts.branch or default_branch(payload.label, payload.version)
+    report = Report("apply", payload.label, payload.version, str(root), target_kind, "checked", branch)
+    with TargetLock(_state_dir(repo) / "lock", str(root)):
+        journal = read_journal(repo)
+        if journal is not None:
+            raise _unfinished(repo, journal)
+        dirty = gitops.dirty_paths(repo)
+        if dirty:
+            raise OverlayError(
+                f"the checkout has uncommitted changes ({len(dirty)} path(s), e.g. {dirty[0]})", path=root,
+                hint="commit or stash them first; overlay never touches uncommitted work")
+        if base_check is not None:
+            problem = base_check(repo)
+            if problem and not opts.force_base:
+                raise OverlayError(f"base mismatch: {problem}", path=root,
+                                   hint="check out the pinned upstream version, or pass --force-base")
+            if problem:
+                report.warnings.append(f"base mismatch ignored (--force-base): {problem}")
+        head = gitops.head_sha(repo)
+        orig_branch = gitops.current_branch(repo)
+        if gitops.branch_exists(repo, branch):
+            return _existing_branch(repo, payload, branch, report)
+        read_blob = lambda sha: gitops.read_blob(repo, sha)  # noqa: E731
+        result = plan(TreeState(root), payload.patches, payload.overlay_files, payload.replaces, read_blob,
+                      overlay_label=f"overlay: {payload.label} files")
+        _fill(report, payload, result)
+        if not result.ok:
+            report.status = "failed"
+            if opts.keep and not opts.check:
+                _keep_prefix(repo, payload, result, branch, head)
+                report.status = "kept"
+                report.warnings.append(f"--keep: branch {branch} holds the patches before the first failure")
+            return report
+        if opts.check:
+            return report
+        write_json_atomic(journal_path(repo), {
+            "phase": "import", "branch": branch, "orig_branch": orig_branch, "orig_head": head,
+            "label": payload.label, "version": payload.version,
+        })
+        try:
+            shas = gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(result))
+            write_json_atomic(journal_path(repo), {
+                "phase": "checkout", "branch": branch, "orig_branch": orig_branch, "orig_head": head,
+                "label": payload.label, "version": payload.version,
+            })
+            gitops.checkout(repo, branch)
+        except (git.GitCommandError, OSError) as exc:
+            _restore(repo, {"branch": branch, "orig_branch": orig_branch, "orig_head": head})
+            raise OverlayError(f"writing the branch failed and the checkout was restored: {exc}", path=root) from exc
+        journal_path(repo).unlink()
+        for item, sha in zip([p for p in report.patches if p.status != SKIPPED and p.status != ALREADY], shas,
+                             strict=False):
+            item.commit = sha
+        report.status = "applied"
+        if markers is not None:
+            report.markers = markers(root)
+        return report
+
+
+def _specs(result: Plan) -> list[gitops.CommitSpec]:
+    return [gitops.CommitSpec(c.message, c.author[0], c.author[1], c.when[0], c.when[1], c.changes)
+            for c in result.commits]
+
+
+def _fill(report: Report, payload: Payload, result: Plan) -> None:
+    report.patches = result.patches + payload.skipped
+    report.overlay_files = result.overlay_files
+
+
+def _keep_prefix(repo: git.Repo, payload: Payload, result: Plan, branch: str, head: str) -> None:
+    """--keep: commit the patches before the first failure, check them out, journal-free."""
+    first_bad = next(i for i, p in enumerate(result.patches) if p.status not in ("applied", "offset", "3-way"))
+    good = [c for c, _ in zip(result.commits, result.patches[:first_bad], strict=False)]
+    if good:
+        gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(Plan([], [], good, None)))
+    else:
+        gitops.create_branch(repo, branch, head)
+    gitops.checkout(repo, branch)
+
+
+def _existing_branch(repo: git.Repo, payload: Payload, branch: str, report: Report) -> Report:
+    applied, overlay_sha, _base = applied_commits(repo, f"refs/heads/{branch}")
+    wanted = [(p.name, p.sha256) for p, _ in payload.patches]
+    have = [(name, sha) for name, sha, _ in applied]
+    wanted_overlay = manifest_sha256(payload.overlay_files) if payload.overlay_files else None
+    if have == wanted and overlay_sha == wanted_overlay:
+        report.status = "already-applied"
+        report.warnings.append(f"branch {branch} already holds this series; nothing to do")
+        report.patches = [PatchResult(n, "applied", s, commit=c) for n, s, c in applied] + payload.skipped
+        return report
+    changed = [name for (name, sha) in have if (name, sha) not in wanted and name in dict(wanted)]
+    detail = f"patch(es) changed since applied: {', '.join(changed)}" if changed else (
+        "the overlay files changed since applied" if have == wanted else "the series changed since applied")
+    raise CheckFailed(f"branch {branch} exists and differs from the series: {detail}",
+                      path=gitops.work_root(repo),
+                      hint=f"delete it (`git branch -D {branch}`) to re-apply, or pass --branch NEW")
+
+
+def _restore(repo: git.Repo, journal: dict) -> None:
+    orig_head = journal.get("orig_head")
+    if orig_head:
+        gitops.restore(repo, journal.get("orig_branch"), orig_head)
+    branch = journal.get("branch")
+    if branch and branch != journal.get("orig_branch"):
+        gitops.delete_branch(repo, branch)
+
+
+def abort(repo: git.Repo) -> str:
+    """Restore the checkout recorded in the journal of an interrupted run."""
+    with TargetLock(_state_dir(repo) / "lock", str(gitops.work_root(repo))):
+        journal = read_journal(repo)
+        if journal is None:
+            raise OverlayError("no interrupted overlay run to abort", path=gitops.work_root(repo))
+        _restore(repo, journal)
+        journal_path(repo).unlink()
+        return f"restored {journal.get('orig_branch') or 'detached HEAD'} at {journal.get('orig_head', '')[:12]}"

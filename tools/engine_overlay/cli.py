@@ -1,0 +1,223 @@
+"""The `overlay` command: a thin click layer over plain functions.
+
+Each command parses options, calls one function, and hands its report to
+:mod:`ui`. User errors (:class:`OverlayError`) become one message and an exit
+status: 0 ok, 1 check failed / conflict, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import git
+
+from . import __version__, gitops, sources, ui
+from .apply import ApplyOptions, abort, apply_git, base_problem, engine_payload, series_payload, target_for
+from .config import Project, find_project, load_project
+from .errors import EXIT_CHECK_FAILED, OverlayError
+from .installed import apply_installed, unapply_installed
+from .lint import lint_project
+from .report import render
+from .status import status_git
+
+
+class OverlayGroup(click.Group):
+    """Turns user errors (and OS errors such as a full disk) into one message, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except OverlayError as exc:
+            ui.emit_error(exc, ui.app_context(ctx).fmt)
+            ctx.exit(exc.exit_code)
+        except git.GitCommandError as exc:
+            error = OverlayError(f"git {exc.command[1] if len(exc.command) > 1 else ''} failed: "
+                                 f"{(exc.stderr or '').strip()}", exit_code=EXIT_CHECK_FAILED)
+            ui.emit_error(error, ui.app_context(ctx).fmt)
+            ctx.exit(error.exit_code)
+        except OSError as exc:
+            error = OverlayError(f"{exc.strerror or exc}", path=exc.filename, exit_code=EXIT_CHECK_FAILED,
+                                 hint="check free space and permissions, then run again")
+            ui.emit_error(error, ui.app_context(ctx).fmt)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt:
+            ui.emit_error(OverlayError("interrupted", hint="run the command again; an unfinished apply "
+                                       "can be resolved with --abort or --continue"), ui.app_context(ctx).fmt)
+            ctx.exit(130)
+
+
+@click.group(cls=OverlayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path),
+              help="Project directory holding VERSIONS.toml (default: walk up from here).")
+@click.option("--format", "fmt", type=click.Choice(["human", "json"]), default="human",
+              help="Output format; json is a stable schema (see README).")
+@click.version_option(__version__, prog_name="overlay")
+@click.pass_context
+def cli(ctx: click.Context, project: Path | None, fmt: str) -> None:
+    """Apply pinned patch series and overlay files onto inference engine sources."""
+    ctx.obj = ui.AppContext(project=project, fmt=fmt)
+
+
+def _project() -> Project:
+    app = ui.app_context()
+    return load_project(app.project.resolve() if app.project else find_project())
+
+
+def _finish(report) -> None:
+    ui.emit(report.command, report, lambda console: render(report, console))
+    if report.status in ("failed", "kept", "out-of-date"):
+        raise click.exceptions.Exit(EXIT_CHECK_FAILED)
+
+
+@cli.command()
+@click.argument("engine")
+@click.option("--version", "version", help="Pinned version (default: the engine's `version`).")
+def fetch(engine: str, version: str | None) -> None:
+    """Download, verify and extract ENGINE's pinned sources into a git work tree."""
+    eng = _project().engine(engine)
+    result = sources.fetch(eng, version)
+
+    def human(console):
+        how = "downloaded" if result.downloaded else "cached"
+        tree = "created" if result.tree_created else "cached"
+        console.print(f"{result.engine} {result.version}: archive {how}, work tree {tree}", markup=False)
+        console.print(f"  tree: {result.tree}\n  tag:  {result.tag} ({result.commit[:12]})", markup=False)
+
+    ui.emit("fetch", result, human)
+
+
+@cli.command()
+def lint() -> None:
+    """Check VERSIONS.toml, series, patches and overlay files; report every problem."""
+    app = ui.app_context()
+    root = app.project.resolve() if app.project else find_project()
+    _, problems = lint_project(root)
+    errors = [p for p in problems if p.severity == "error"]
+
+    def human(console):
+        for problem in problems:
+            console.print(str(problem), markup=False)
+        console.print(f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)", markup=False)
+
+    ui.emit("lint", {"problems": problems, "errors": len(errors)}, human)
+    if errors:
+        raise click.exceptions.Exit(EXIT_CHECK_FAILED)
+
+
+def _target_options(func):
+    func = click.option("--version", "version", help="Pinned version (default: the engine's `version`).")(func)
+    func = click.option("--checkout", type=click.Path(file_okay=False, path_type=Path),
+                        help="A git checkout of the engine (your fork).")(func)
+    func = click.option("--installed", is_flag=True, help="Target the installed distribution of the engine.")(func)
+    func = click.option("--site-packages", "site", type=click.Path(file_okay=False, path_type=Path),
+                        help="With --installed: the site-packages directory (default: this Python's).")(func)
+    return func
+
+
+@cli.command()
+@click.argument("engine", required=False)
+@_target_options
+@click.option("--check", is_flag=True, help="Dry run: the same report, nothing written.")
+@click.option("--keep", is_flag=True, help="On failure keep the patches that applied, on the branch.")
+@click.option("--force-base", is_flag=True, help="Apply even if the base is not the pinned version.")
+@click.option("--branch", help="Branch to create (default overlay/<engine>-<version>).")
+@click.option("--series", "series_path", type=click.Path(exists=True, path_type=Path),
+              help="With --checkout: apply this quilt/format-patch series instead of an engine's.")
+@click.option("--abort", "do_abort", is_flag=True, help="Restore the checkout after an interrupted run.")
+@click.option("--continue", "do_continue", is_flag=True, help="Finish an interrupted run.")
+def apply(engine, version, checkout, installed, site, check, keep, force_base, branch, series_path,
+          do_abort, do_continue) -> None:
+    """Apply ENGINE's series and overlay files (to the fetched tree by default)."""
+    if installed and checkout:
+        raise click.UsageError("--installed and --checkout exclude each other")
+    opts = ApplyOptions(check=check, keep=keep, force_base=force_base, branch=branch)
+    if series_path is not None:
+        if checkout is None:
+            raise click.UsageError("--series needs --checkout PATH")
+        repo = gitops.open_repo(checkout)
+        if do_abort or do_continue:
+            message = abort(repo)
+            if do_abort:
+                ui.emit("apply", {"status": "aborted", "message": message}, lambda c: c.print(message))
+                return
+        _finish(apply_git(repo, series_payload(series_path.resolve()), opts, "checkout"))
+        return
+    if not engine:
+        raise click.UsageError("missing ENGINE (or use --series with --checkout)")
+    eng = _project().engine(engine)
+    pin = eng.pin(version)
+    payload = engine_payload(eng, pin)
+    if installed:
+        _finish(apply_installed(eng, pin, payload, site, check, force_base))
+        return
+    path, kind = target_for(eng, pin, checkout)
+    repo = gitops.open_repo(path)
+    if do_abort or do_continue:
+        message = abort(repo)
+        if do_abort:
+            ui.emit("apply", {"status": "aborted", "message": message}, lambda c: c.print(message))
+            return
+    _finish(apply_git(repo, payload, opts, kind, base_check=lambda r: base_problem(r, eng.name, pin),
+                      markers=_marker_check(eng)))
+
+
+def _marker_check(engine):
+    """The marker verification of an engine's tree, when the markers package is available."""
+    try:
+        from .markers import integration
+    except ImportError:
+        return None
+    return integration.checker(engine)
+
+
+@cli.command()
+@click.argument("engine")
+@click.option("--installed", is_flag=True, required=True, help="Restore the installed distribution.")
+@click.option("--site-packages", "site", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Restore originals even over files edited since apply.")
+def unapply(engine, installed, site, force) -> None:
+    """Restore every file `apply --installed` touched, byte for byte."""
+    result = unapply_installed(_project().engine(engine), site, force)
+    ui.emit("unapply", result, lambda c: c.print(
+        f"restored {len(result['restored'])} file(s) in {result['target']}", markup=False))
+
+
+@cli.command()
+@click.argument("engine")
+@_target_options
+@click.option("--branch", help="Overlay branch (default overlay/<engine>-<version>).")
+def status(engine, version, checkout, installed, site, branch) -> None:
+    """Per patch: applied / pending / applied-but-changed; per overlay file: in-sync / differs / missing."""
+    eng = _project().engine(engine)
+    pin = eng.pin(version)
+    payload = engine_payload(eng, pin)
+    if installed:
+        from .installed import status_installed
+
+        _finish(status_installed(eng, pin, payload, site))
+        return
+    path, kind = target_for(eng, pin, checkout)
+    report = status_git(gitops.open_repo(path), payload, kind, branch)
+    check = _marker_check(eng)
+    if check is not None and report.status == "ok":
+        report.markers = check(path)
+    _finish(report)
+
+
+def _register_optional() -> None:
+    """Commands that live in their own subpackages."""
+    try:
+        from .markers.cli import check_markers_cmd, markers_group, transplant_cmd
+    except ImportError:
+        return
+    cli.add_command(markers_group, "markers")
+    cli.add_command(check_markers_cmd, "check-markers")
+    cli.add_command(transplant_cmd, "transplant")
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli(prog_name="overlay")

@@ -1,0 +1,338 @@
+"""VERSIONS.toml -> typed, validated Engine/Pin/Source objects (read once).
+
+Reading uses :mod:`tomllib`; writing pins back uses :mod:`tomlkit` so that
+comments and order survive ``overlay upgrade``. Validation collects *every*
+problem (for ``overlay lint``) instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomlkit
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from .errors import OverlayError
+from .problems import Problem
+
+VERSIONS_FILE = "VERSIONS.toml"
+SOURCE_KINDS = ("sdist", "wheel", "git")
+DEFAULT_INDEX = "https://pypi.org"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_ENGINE_KEYS = {
+    "version", "series", "overlay", "distributions", "replaces", "pins", "markers",
+    "project",
+}
+_PIN_KEYS = {"kind", "file", "sha256", "index", "url", "tag", "commit", "exclude", "requires"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one pinned version's upstream sources come from."""
+
+    kind: str  # sdist | wheel | git
+    file: str | None = None  # sdist/wheel file name on the index
+    sha256: str | None = None
+    index: str = DEFAULT_INDEX
+    url: str | None = None  # git remote
+    tag: str | None = None
+    commit: str | None = None
+    exclude: tuple[str, ...] = ()  # globs kept out of git in the work tree (binaries)
+
+
+@dataclass(frozen=True)
+class Pin:
+    version: str
+    source: Source
+    requires: dict[str, SpecifierSet] = field(default_factory=dict)  # engine -> range
+
+    @property
+    def parsed(self) -> Version:
+        return Version(self.version)
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    version: str  # the default pin
+    project: str  # project name on the package index
+    series: Path  # absolute path of the series file
+    overlay: Path  # absolute path of the overlay root
+    distributions: tuple[str, ...]
+    replaces: tuple[str, ...]
+    pins: dict[str, Pin]
+    markers: dict
+
+    def pin(self, version: str | None = None) -> Pin:
+        version = version or self.version
+        if version in self.pins:
+            return self.pins[version]
+        try:
+            wanted = Version(version)
+        except InvalidVersion:
+            wanted = None
+        for pin in self.pins.values():
+            if wanted is not None and pin.parsed == wanted:
+                return pin
+        raise OverlayError(
+            f"engine '{self.name}' has no pin for version {version}",
+            path=VERSIONS_FILE,
+            hint=f"pinned versions: {', '.join(self.pins) or 'none'}; add "
+            f'[{self.name}.pins."{version}"] to {VERSIONS_FILE}',
+        )
+
+    @property
+    def series_dir(self) -> Path:
+        return self.series.parent
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    versions_file: Path
+    engines: dict[str, Engine]
+
+    def engine(self, name: str) -> Engine:
+        if name not in self.engines:
+            raise OverlayError(
+                f"unknown engine '{name}'",
+                path=self.versions_file,
+                hint=f"engines defined: {', '.join(self.engines) or 'none'}",
+            )
+        return self.engines[name]
+
+
+def find_project(start: Path | None = None) -> Path:
+    """Walk up from *start* to the directory holding VERSIONS.toml."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        if (directory / VERSIONS_FILE).is_file():
+            return directory
+    raise OverlayError(
+        f"no {VERSIONS_FILE} found in {here} or any parent directory",
+        hint="run inside an engine-overlay project or pass --project DIR",
+    )
+
+
+def _line_of(text: str, needle: str) -> int:
+    for number, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return number
+    return 0
+
+
+def _header_line(text: str, *parts: str) -> int:
+    quoted = ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else f'"{p}"' for p in parts)
+    return _line_of(text, f"[{quoted}]") or _line_of(text, f"[{parts[0]}")
+
+
+def parse_versions(path: Path) -> tuple[Project | None, list[Problem]]:
+    """Parse and validate VERSIONS.toml; return the project (if usable) and all problems."""
+    rel = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OverlayError(f"cannot read {VERSIONS_FILE}: {exc.strerror}", path=path) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        line = int(match.group(1)) if match else 0
+        return None, [Problem(rel, line, f"invalid TOML: {exc}")]
+
+    problems: list[Problem] = []
+    engines: dict[str, Engine] = {}
+    root = path.parent
+    for name, table in data.items():
+        line = _header_line(text, name)
+        if not isinstance(table, dict):
+            problems.append(Problem(rel, _line_of(text, name), f"'{name}' must be a table [{name}]"))
+            continue
+        engine = _parse_engine(name, table, root, text, rel, problems)
+        if engine is not None:
+            engines[name] = engine
+        for key in sorted(set(table) - _ENGINE_KEYS):
+            problems.append(Problem(rel, line, f"[{name}]: unknown key '{key}'"))
+    _check_pairing(engines, text, rel, problems)
+    return Project(root=root, versions_file=path, engines=engines), problems
+
+
+def _parse_engine(name, table, root, text, rel, problems) -> Engine | None:
+    line = _header_line(text, name)
+    ok = True
+
+    def need_str(key: str) -> str | None:
+        nonlocal ok
+        value = table.get(key)
+        if not isinstance(value, str) or not value:
+            problems.append(Problem(rel, line, f"[{name}]: '{key}' must be a non-empty string"))
+            ok = False
+            return None
+        return value
+
+    version = need_str("version")
+    series = table.get("series", f"patches/{name}/series")
+    overlay = table.get("overlay", f"overlay/{name}")
+    for key, value in (("series", series), ("overlay", overlay)):
+        if not isinstance(value, str) or Path(value).is_absolute() or ".." in Path(value).parts:
+            problems.append(Problem(rel, line, f"[{name}]: '{key}' must be a relative path inside the project"))
+            ok = False
+    distributions = table.get("distributions", [name])
+    replaces = table.get("replaces", [])
+    for key, value in (("distributions", distributions), ("replaces", replaces)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            problems.append(Problem(rel, line, f"[{name}]: '{key}' must be a list of strings"))
+            ok = False
+    markers = table.get("markers", {})
+    if not isinstance(markers, dict):
+        problems.append(Problem(rel, line, f"[{name}]: 'markers' must be a table"))
+        markers = {}
+    pins_table = table.get("pins", {})
+    pins: dict[str, Pin] = {}
+    if not isinstance(pins_table, dict) or not pins_table:
+        problems.append(Problem(rel, line, f'[{name}]: no pins; add [{name}.pins."<version>"]'))
+        ok = False
+    else:
+        for pin_version, pin_table in pins_table.items():
+            pin = _parse_pin(name, pin_version, pin_table, text, rel, problems)
+            if pin is not None:
+                pins[pin_version] = pin
+    if version and pins_table and isinstance(pins_table, dict) and version not in pins_table:
+        problems.append(Problem(rel, line, f"[{name}]: default version {version} has no [{name}.pins.\"{version}\"]"))
+    if not ok:
+        return None
+    return Engine(
+        name=name,
+        version=version,
+        project=str(table.get("project", distributions[0] if distributions else name)),
+        series=root / series,
+        overlay=root / overlay,
+        distributions=tuple(distributions),
+        replaces=tuple(replaces),
+        pins=pins,
+        markers=markers,
+    )
+
+
+def _parse_pin(engine, version, table, text, rel, problems) -> Pin | None:
+    line = _header_line(text, engine, "pins", version)
+    where = f'[{engine}.pins."{version}"]'
+    if not isinstance(table, dict):
+        problems.append(Problem(rel, line, f"{where} must be a table"))
+        return None
+    start = len(problems)
+    try:
+        Version(version)
+    except InvalidVersion:
+        problems.append(Problem(rel, line, f"{where}: '{version}' is not a valid version (PEP 440)"))
+    for key in sorted(set(table) - _PIN_KEYS):
+        problems.append(Problem(rel, line, f"{where}: unknown key '{key}'"))
+    kind = table.get("kind")
+    if kind not in SOURCE_KINDS:
+        problems.append(Problem(rel, line, f"{where}: 'kind' must be one of {', '.join(SOURCE_KINDS)}"))
+        return None
+    if kind in ("sdist", "wheel"):
+        file, sha = table.get("file"), table.get("sha256")
+        if not isinstance(file, str) or not file:
+            problems.append(Problem(rel, line, f"{where}: 'file' (the file name on the index) is required"))
+        elif kind == "sdist" and not file.endswith((".tar.gz", ".zip")):
+            problems.append(Problem(rel, line, f"{where}: sdist file must end in .tar.gz or .zip"))
+        elif kind == "wheel" and not file.endswith(".whl"):
+            problems.append(Problem(rel, line, f"{where}: wheel file must end in .whl"))
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            problems.append(Problem(rel, line, f"{where}: 'sha256' must be 64 lowercase hex digits"))
+    else:
+        if not isinstance(table.get("url"), str):
+            problems.append(Problem(rel, line, f"{where}: git source needs 'url'"))
+        if not isinstance(table.get("tag"), str):
+            problems.append(Problem(rel, line, f"{where}: git source needs 'tag'"))
+        if not isinstance(table.get("commit"), str) or not _COMMIT.match(table["commit"]):
+            problems.append(Problem(rel, line, f"{where}: git source needs the full 40-digit 'commit'"))
+    exclude = table.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(e, str) for e in exclude):
+        problems.append(Problem(rel, line, f"{where}: 'exclude' must be a list of globs"))
+        exclude = []
+    requires: dict[str, SpecifierSet] = {}
+    raw_requires = table.get("requires", {})
+    if not isinstance(raw_requires, dict):
+        problems.append(Problem(rel, line, f"{where}: 'requires' must be a table engine = \"range\""))
+        raw_requires = {}
+    for other, spec in raw_requires.items():
+        try:
+            requires[other] = SpecifierSet(spec)
+        except (InvalidSpecifier, TypeError):
+            problems.append(Problem(rel, line, f"{where}: requires.{other} = {spec!r} is not a version range"))
+    if len(problems) > start:
+        return None
+    return Pin(
+        version=version,
+        source=Source(
+            kind=kind,
+            file=table.get("file"),
+            sha256=table.get("sha256"),
+            index=table.get("index", DEFAULT_INDEX),
+            url=table.get("url"),
+            tag=table.get("tag"),
+            commit=table.get("commit"),
+            exclude=tuple(exclude),
+        ),
+        requires=requires,
+    )
+
+
+def _check_pairing(engines: dict[str, Engine], text: str, rel: str, problems: list[Problem]) -> None:
+    """Each pin's `requires` range must be met by some pinned version of the other engine."""
+    for engine in engines.values():
+        for pin in engine.pins.values():
+            for other, spec in pin.requires.items():
+                line = _header_line(text, engine.name, "pins", pin.version)
+                if other not in engines:
+                    problems.append(Problem(rel, line, f"{engine.name} {pin.version} requires unknown engine '{other}'"))
+                    continue
+                pinned = [p.version for p in engines[other].pins.values()]
+                if not any(spec.contains(Version(v).public, prereleases=True) for v in pinned):
+                    problems.append(
+                        Problem(
+                            rel, line,
+                            f"{engine.name} {pin.version} requires {other}{spec}, but no pinned "
+                            f"{other} version matches (pinned: {', '.join(pinned)})",
+                        )
+                    )
+
+
+def load_project(root: Path) -> Project:
+    """Load VERSIONS.toml from *root*; any problem is a configuration error (exit 2)."""
+    path = root / VERSIONS_FILE
+    if not path.is_file():
+        raise OverlayError(f"{VERSIONS_FILE} not found", path=path, hint="pass --project DIR")
+    project, problems = parse_versions(path)
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more; run `overlay lint`)" if len(problems) > 1 else ""
+        raise OverlayError(first.message + more, path=path, line=first.line or None,
+                           hint=f"fix {VERSIONS_FILE}")
+    assert project is not None
+    return project
+
+
+def write_pin(path: Path, engine: str, version: str, source: dict, make_default: bool = True) -> None:
+    """Add or replace a pin (and optionally make it the default), keeping comments."""
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    table = doc[engine]
+    if "pins" not in table:
+        table["pins"] = tomlkit.table(is_super_table=True)
+    pin_table = tomlkit.table()
+    for key, value in source.items():
+        if value not in (None, (), [], {}):
+            pin_table[key] = list(value) if isinstance(value, tuple) else value
+    table["pins"][version] = pin_table
+    if make_default:
+        table["version"] = version
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    tmp.replace(path)

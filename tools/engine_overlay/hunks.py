@@ -1,0 +1,98 @@
+"""Apply hunks to bytes with zero fuzz: exact context, offsets allowed and reported.
+
+This is the in-memory core of `overlay apply`: every hunk is matched exactly
+(like `patch -F0`), searched outward from its stated line, and a hunk that
+does not match is a failure — never a silent misplacement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .series import Hunk
+
+CLEAN, OFFSET, THREE_WAY, FAILED, ALREADY = "clean", "offset", "3-way", "failed", "already-applied"
+
+
+@dataclass
+class HunkResult:
+    index: int  # 1-based hunk number within its file
+    status: str  # clean | offset | 3-way | failed | already-applied
+    offset: int = 0  # lines between the stated and the found position
+    line: int = 0  # the hunk's @@ line in the patch file
+    at: int = 0  # 1-based line in the target where it applied (0 if failed)
+
+
+def split_lines(content: bytes) -> list[bytes]:
+    return content.splitlines(keepends=True)
+
+
+def _matches(lines: list[bytes], pattern: list[bytes], at: int) -> bool:
+    if at < 0 or at + len(pattern) > len(lines):
+        return False
+    return lines[at:at + len(pattern)] == pattern
+
+
+def locate(
+    lines: list[bytes], hunk: Hunk, pattern: list[bytes], guess: int, floor: int, context: int
+) -> int | None:
+    """Find *pattern* nearest to *guess* (never before *floor*), like GNU patch at fuzz 0.
+
+    A hunk with less leading context than the patch's context size lies at the
+    start of the file and may only match there (both short: the whole file); one
+    with short trailing context may only match at the end.
+    """
+    if not pattern:
+        return guess if floor <= guess <= len(lines) else None
+    start = hunk.old_start if pattern is hunk.old else hunk.new_start
+    if hunk.leading < context and start <= 1:
+        if hunk.trailing < context and len(pattern) != len(lines):
+            return None
+        return 0 if floor == 0 and _matches(lines, pattern, 0) else None
+    if hunk.trailing < context:
+        at = len(lines) - len(pattern)
+        return at if at >= floor and _matches(lines, pattern, at) else None
+    limit = max(guess - floor, len(lines) - guess) + 1
+    for distance in range(limit):
+        for at in ((guess,) if distance == 0 else (guess + distance, guess - distance)):
+            if at >= floor and _matches(lines, pattern, at):
+                return at
+    return None
+
+
+def apply_hunks(content: bytes, hunks: list[Hunk], reverse: bool = False) -> tuple[bytes | None, list[HunkResult]]:
+    """Apply *hunks* in order; return (new content or None if any hunk failed, results)."""
+    lines = split_lines(content)
+    out: list[bytes] = []
+    pos = 0
+    offset = 0
+    results: list[HunkResult] = []
+    failed = False
+    context = max((max(h.leading, h.trailing) for h in hunks), default=0)
+    for number, hunk in enumerate(hunks, 1):
+        old, new = (hunk.new, hunk.old) if reverse else (hunk.old, hunk.new)
+        start = (hunk.new_start if reverse else hunk.old_start)
+        stated = start - 1 if old else start  # `-5,0` inserts after line 5
+        guess = max(stated + offset, pos)
+        at = locate(lines, hunk, old, guess, pos, context)
+        if at is None:
+            results.append(HunkResult(number, FAILED, 0, hunk.line))
+            failed = True
+            continue
+        offset = at - stated
+        results.append(HunkResult(number, CLEAN if offset == 0 else OFFSET, offset, hunk.line, at + 1))
+        out.extend(lines[pos:at])
+        out.extend(new)
+        pos = at + len(old)
+    if failed:
+        return None, results
+    out.extend(lines[pos:])
+    return b"".join(out), results
+
+
+def already_applied(content: bytes, hunks: list[Hunk]) -> bool:
+    """True when every hunk's result is already present (the reverse patch applies)."""
+    if not hunks or all(h.old == h.new for h in hunks):
+        return False
+    result, _ = apply_hunks(content, hunks, reverse=True)
+    return result is not None

@@ -1,0 +1,69 @@
+"""A lock per target and a journal of the run in progress.
+
+The lock is an `flock` on a file: the kernel drops it when the process dies
+(kill -9 included), so there are no stale locks to clean up by hand. The
+journal is written before the first change to a target and removed after the
+last, so a run killed in between is detected by the next one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from .errors import CheckFailed, OverlayError
+
+
+class TargetLock:
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        self.what = what
+        self._fd: int | None = None
+
+    def __enter__(self) -> TargetLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OverlayError(f"cannot create lock file: {exc.strerror}", path=self.path,
+                               hint="check permissions of the target") from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(self._fd)
+            self._fd = None
+            raise CheckFailed(f"another overlay run is working on {self.what}", path=self.path,
+                              hint="wait for it to finish, then run again") from exc
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write-then-rename with fsync, so a reader sees the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str, hint: str) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OverlayError(f"{what} is unreadable or corrupt: {exc}", path=path, hint=hint) from exc
+    if not isinstance(data, dict):
+        raise OverlayError(f"{what} is corrupt (not a JSON object)", path=path, hint=hint)
+    return data

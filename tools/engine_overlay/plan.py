@@ -1,0 +1,243 @@
+"""Plan a series in memory: per patch, per file, per hunk results and the commits to write.
+
+Nothing here touches the target: results come from a :class:`TreeState`, so
+`--check`, a failing series and a successful one all run the same code, and
+every failing patch is found (not only the first).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import hunks as H
+from .errors import OverlayError
+from .gitops import merge_file
+from .overlay_files import OverlayFile, manifest_sha256
+from .report import (
+    ALREADY, APPLIED, FAILED, OFFSET, THREE_WAY, FileResult, OverlayFileResult, PatchResult,
+)
+from .series import FilePatch, Patch, parse_author
+from .tree import MODE_FILE, TreeState
+
+TRAILER_PATCH = "Overlay-Patch"
+TRAILER_SHA = "Overlay-Patch-Sha256"
+TRAILER_FILES = "Overlay-Files-Sha256"
+
+BlobReader = Callable[[str], bytes | None]  # abbreviated blob sha -> content
+
+
+@dataclass
+class PlannedCommit:
+    message: str
+    author: tuple[str, str]
+    when: tuple[int, str]
+    changes: dict[str, tuple[bytes | None, int]] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    patches: list[PatchResult]
+    overlay_files: list[OverlayFileResult]
+    commits: list[PlannedCommit]
+    overlay_sha256: str | None
+
+    @property
+    def ok(self) -> bool:
+        return all(p.status in (APPLIED, OFFSET, THREE_WAY) for p in self.patches)
+
+
+def _choose_name(state: TreeState, fp: FilePatch, old: str | None, new: str | None, origin: str) -> str | None:
+    """GNU patch's choice among the named files for a plain diff: an existing one,
+    fewest path components, then shortest base name, then shortest name."""
+    names = [n for n in (old, new) if n]
+    existing = [n for n in names if state.exists(n, origin, fp.line)]
+    pool = existing or names
+    if not pool:
+        return None
+    return min(pool, key=lambda n: (n.count("/"), len(n.rsplit("/", 1)[-1]), len(n)))
+
+
+def _three_way(current: bytes, fp: FilePatch, read_blob: BlobReader | None) -> bytes | None:
+    """Rebuild the patch's preimage from its `index` line and merge; None if impossible."""
+    if read_blob is None or not fp.index_old or set(fp.index_old) == {"0"}:
+        return None
+    base = read_blob(fp.index_old)
+    if base is None:
+        return None
+    theirs, results = H.apply_hunks(base, fp.hunks)
+    if theirs is None or any(r.status != H.CLEAN for r in results):
+        return None
+    merged, conflicts = merge_file(current, base, theirs)
+    return merged if conflicts == 0 else None
+
+
+def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, reverse: bool,
+                read_blob: BlobReader | None, changes: dict) -> FileResult:
+    origin = str(patch.path)
+    old, new = fp.target(strip)
+    if reverse:
+        old, new = new, old
+    creating = (fp.new_file and not reverse) or (fp.deleted and reverse) or (old is None and not fp.git)
+    deleting = (fp.deleted and not reverse) or (fp.new_file and reverse) or (new is None and not fp.git)
+    if fp.git:
+        src = old if old else new
+        dst = new if new else old
+    else:
+        src = dst = _choose_name(state, fp, old, new, origin)
+    if src is None or dst is None:
+        return FileResult("?", "modify", FAILED, message="cannot tell which file the diff is for")
+    current = state.read(src, origin, fp.line)
+    action = "create" if creating else "delete" if deleting else "rename" if fp.rename else "copy" if fp.copy else "modify"
+    shown = dst if action != "delete" else src
+    if creating:
+        if current is not None:
+            wanted, _ = H.apply_hunks(b"", fp.hunks, reverse=reverse)
+            if wanted is not None and current[0] == wanted:
+                return FileResult(shown, action, ALREADY, message="file already exists with this content")
+            return FileResult(shown, action, FAILED, message="file to create already exists")
+        content, mode = b"", fp.new_mode or MODE_FILE
+    elif current is None:
+        return FileResult(shown, action, FAILED, message="file to patch does not exist")
+    else:
+        content, mode = current
+    if reverse and fp.old_mode:
+        mode = fp.old_mode
+    elif not reverse and fp.new_mode and not creating:
+        mode = fp.new_mode
+    status = APPLIED
+    results: list[H.HunkResult] = []
+    if fp.hunks:
+        patched, results = H.apply_hunks(content, fp.hunks, reverse=reverse)
+        if patched is None:
+            if not creating and H.already_applied(content, fp.hunks):
+                return FileResult(shown, action, ALREADY, results, "change already present")
+            merged = None if reverse else _three_way(content, fp, read_blob)
+            if merged is None:
+                return FileResult(shown, action, FAILED, results)
+            patched, status = merged, THREE_WAY
+            results = [H.HunkResult(r.index, H.THREE_WAY if r.status == H.FAILED else r.status, r.offset, r.line, r.at)
+                       for r in results]
+        elif any(r.status == H.OFFSET for r in results):
+            status = OFFSET
+        content = patched
+    elif fp.binary:
+        return FileResult(shown, action, FAILED, message="binary patch not supported")
+    if deleting:
+        if content and fp.git:
+            return FileResult(shown, action, FAILED, results, "file to delete has other content")
+        if content:
+            changes[dst] = (content, mode)  # plain diff leaving content: keep the file
+        else:
+            changes[src] = (None, mode)
+    else:
+        if (fp.rename and not reverse) and src != dst:
+            changes[src] = (None, mode)
+        changes[dst] = (content, mode)
+    return FileResult(shown, action, status, results)
+
+
+def patch_when(patch: Patch) -> tuple[int, str]:
+    """The patch's date as (epoch seconds, +hhmm); 0 when it has none."""
+    value = (patch.date or "").strip()
+    if value:
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            parsed = None
+        if parsed is None:
+            match = re.match(r"^(\d{4})-(\d\d)-(\d\d)", value)
+            parsed = datetime(int(match[1]), int(match[2]), int(match[3]), tzinfo=UTC) if match else None
+        if parsed is not None:
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            offset = int(parsed.utcoffset().total_seconds() // 60)
+            sign = "+" if offset >= 0 else "-"
+            return int(parsed.timestamp()), f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
+    return 0, "+0000"
+
+
+def commit_message(patch: Patch) -> str:
+    subject = patch.subject or patch.name
+    body = patch.body.strip()
+    message = subject + ("\n\n" + body if body else "")
+    return f"{message}\n\n{TRAILER_PATCH}: {patch.name}\n{TRAILER_SHA}: {patch.sha256}\n"
+
+
+def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: list[OverlayFile],
+         replaces: tuple[str, ...] = (), read_blob: BlobReader | None = None,
+         overlay_label: str = "overlay files") -> Plan:
+    """Plan every patch (reverse flag per patch) then the overlay files, in memory."""
+    results: list[PatchResult] = []
+    commits: list[PlannedCommit] = []
+    for patch, reverse in patches:
+        if patch.problems:
+            first = patch.problems[0]
+            raise OverlayError(first.message, path=first.file, line=first.line or None,
+                               hint="fix the patch file (run `overlay lint` for every problem)")
+        changes: dict[str, tuple[bytes | None, int]] = {}
+        files: list[FileResult] = []
+        scratch = TreeState(state.root)
+        scratch.changes = dict(state.changes)
+        for fp in patch.files:
+            files.append(_apply_file(scratch, patch, fp, patch.strip, reverse, read_blob, changes))
+            scratch.changes.update(changes)  # later files of this patch see earlier ones
+        statuses = {f.status for f in files}
+        if FAILED in statuses:
+            status = FAILED
+        elif statuses == {ALREADY}:
+            status = ALREADY
+        elif ALREADY in statuses:
+            status = FAILED
+        elif THREE_WAY in statuses:
+            status = THREE_WAY
+        elif OFFSET in statuses:
+            status = OFFSET
+        else:
+            status = APPLIED
+        results.append(PatchResult(patch.name, status, patch.sha256, files))
+        if status in (APPLIED, OFFSET, THREE_WAY):
+            state.changes.update(changes)
+            commits.append(PlannedCommit(commit_message(patch), parse_author(patch.author), patch_when(patch), changes))
+    overlay_results: list[OverlayFileResult] = []
+    overlay_sha = None
+    if overlay_files:
+        overlay_sha = manifest_sha256(overlay_files)
+        changes = {}
+        for item in overlay_files:
+            current = state.read(item.path, str(item.source))
+            content = item.content()
+            if current is None:
+                status = "add"
+            elif item.path in replaces:
+                status = "in-sync" if current == (content, item.mode) else "replace"
+            else:
+                raise OverlayError(
+                    f"overlay file would replace the upstream file {item.path}", path=item.source,
+                    hint="rename it, or declare it in the engine's `replaces` list in VERSIONS.toml",
+                )
+            overlay_results.append(OverlayFileResult(item.path, status, f"{item.mode:o}"))
+            if status != "in-sync":
+                changes[item.path] = (content, item.mode)
+        state.changes.update(changes)
+        message = f"{overlay_label}\n\nCopied from the overlay directory of this project.\n\n{TRAILER_FILES}: {overlay_sha}\n"
+        commits.append(PlannedCommit(message, ("engine-overlay", "engine-overlay@localhost"), (0, "+0000"), changes))
+    return Plan(results, overlay_results, commits, overlay_sha)
+
+
+def load_patches(series_dir: Path, entries) -> list[tuple[Patch, bool]]:
+    from .series import parse_patch
+
+    out = []
+    for entry in entries:
+        path = series_dir / entry.name
+        if not path.is_file():
+            raise OverlayError(f"patch '{entry.name}' listed in the series does not exist",
+                               path=series_dir / "series", line=entry.line,
+                               hint="add the file or remove the line from the series")
+        out.append((parse_patch(path, entry.name, entry.strip), entry.reverse))
+    return out

@@ -1,0 +1,473 @@
+"""Series / Patch / Hunk model: quilt series files, git format-patch and DEP-3 headers.
+
+Parsing is strict about hunks (line counts must match their headers) because a
+silently mis-parsed hunk is how patches get misplaced; every problem names the
+file and line it comes from.
+"""
+
+from __future__ import annotations
+
+import bz2
+import email.header
+import email.utils
+import gzip
+import hashlib
+import lzma
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import OverlayError
+from .problems import Problem
+
+DEFAULT_STRIP = 1
+UPSTREAM_STATUS = (
+    "Pending", "Submitted", "Accepted", "Backport", "Denied", "Inappropriate", "Inactive-Upstream",
+)
+_HUNK = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
+_MBOX_FROM = re.compile(rb"^From [0-9a-f]{40} ")
+_HEADER = re.compile(r"^([A-Za-z][A-Za-z0-9-]*):[ \t]*(.*)$")
+_SUBJECT_PREFIX = re.compile(r"^(\[[^\]]*\]\s*)+")
+NO_NEWLINE = b"\\ No newline at end of file"
+
+
+@dataclass
+class Hunk:
+    old_start: int
+    old_len: int
+    new_start: int
+    new_len: int
+    old: list[bytes]  # lines (with their line endings) the hunk expects
+    new: list[bytes]  # lines it leaves
+    leading: int  # context lines before the first change
+    trailing: int  # context lines after the last change
+    line: int  # 1-based line of the @@ header in the patch file
+    section: str = ""
+
+
+@dataclass
+class FilePatch:
+    old_path: str | None  # None for /dev/null
+    new_path: str | None
+    line: int
+    git: bool = False
+    new_file: bool = False
+    deleted: bool = False
+    rename: bool = False
+    copy: bool = False
+    old_mode: int | None = None
+    new_mode: int | None = None
+    index_old: str | None = None
+    index_new: str | None = None
+    binary: bool = False
+    hunks: list[Hunk] = field(default_factory=list)
+
+    def target(self, strip: int) -> tuple[str | None, str | None]:
+        return strip_path(self.old_path, strip, self.git), strip_path(self.new_path, strip, self.git)
+
+
+@dataclass
+class Patch:
+    name: str
+    path: Path
+    strip: int
+    raw: bytes
+    headers: dict[str, str]  # lower-case header name -> value (first occurrence)
+    header_lines: dict[str, int]
+    subject: str
+    body: str  # the description (commit message body)
+    author: str | None
+    date: str | None
+    files: list[FilePatch]
+    mbox: bool
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
+
+    @property
+    def upstream_status(self) -> str | None:
+        return self.headers.get("upstream-status")
+
+    @property
+    def applies_to(self) -> str | None:
+        """Optional `Applies-To:` version range (one series serving several pins)."""
+        return self.headers.get("applies-to")
+
+
+@dataclass(frozen=True)
+class SeriesEntry:
+    name: str
+    strip: int
+    line: int
+    reverse: bool = False
+
+
+@dataclass
+class Series:
+    path: Path
+    entries: list[SeriesEntry]
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+
+def strip_path(path: str | None, strip: int, git: bool = False) -> str | None:
+    """Drop *strip* leading components, like `patch -pN`; None for /dev/null."""
+    if path is None:
+        return None
+    parts = [p for p in path.split("/") if p not in ("",)]
+    if len(parts) <= strip:
+        return None if not parts else parts[-1]
+    return "/".join(parts[strip:])
+
+
+def parse_series(path: Path) -> tuple[Series, list[Problem]]:
+    """Read a quilt series file: comments, blank lines, per-line `-pN` (and `-R`)."""
+    problems: list[Problem] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise OverlayError("series file not found", path=path,
+                           hint="create it listing one patch file per line") from exc
+    except UnicodeDecodeError as exc:
+        raise OverlayError("series file is not UTF-8 text", path=path) from exc
+    entries: list[SeriesEntry] = []
+    for number, raw_line in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*$", "", raw_line).strip()
+        if not line:
+            continue
+        words = line.split()
+        name, strip, reverse = words[0], DEFAULT_STRIP, False
+        for option in words[1:]:
+            match = re.fullmatch(r"-p(\d+)", option)
+            if match:
+                strip = int(match.group(1))
+            elif option in ("-R", "--reverse"):
+                reverse = True
+            elif option.startswith("--fuzz") or option.startswith("-F"):
+                problems.append(Problem(str(path), number, f"'{option}' ignored: patches apply with zero fuzz", "warning"))
+            else:
+                problems.append(Problem(str(path), number, f"unknown option '{option}' for {name}"))
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            problems.append(Problem(str(path), number, f"patch path '{name}' escapes the series directory"))
+            continue
+        entries.append(SeriesEntry(name=name, strip=strip, line=number, reverse=reverse))
+    return Series(path=path, entries=entries), problems
+
+
+def _decode(value: str) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except Exception:  # noqa: BLE001 - a malformed encoded word is kept as written
+        return value
+
+
+def parse_patch(path: Path, name: str | None = None, strip: int = DEFAULT_STRIP) -> Patch:
+    """Parse one patch file (mbox from git format-patch, DEP-3 or plain unified diff).
+
+    Like quilt, `.gz`, `.bz2` and `.xz` patch files are read decompressed.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise OverlayError("patch file not found", path=path, hint="add it or remove it from the series") from exc
+    except OSError as exc:
+        raise OverlayError(f"cannot read patch: {exc.strerror}", path=path) from exc
+    opener = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}.get(path.suffix)
+    if opener is not None:
+        try:
+            raw = opener(raw)
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raise OverlayError(f"compressed patch is corrupt: {exc}", path=path) from exc
+    return parse_patch_bytes(raw, path, name or path.name, strip)
+
+
+def parse_patch_bytes(raw: bytes, path: Path, name: str, strip: int = DEFAULT_STRIP) -> Patch:
+    lines = raw.splitlines(keepends=True)
+    diff_start = _find_diff_start(lines)
+    header_text = b"".join(lines[:diff_start]).decode("utf-8", errors="replace")
+    mbox = bool(lines) and bool(_MBOX_FROM.match(lines[0]))
+    headers, header_lines, subject, body, author, date = _parse_headers(header_text, mbox)
+    problems: list[Problem] = []
+    files = _parse_diff(lines, diff_start, str(path), problems)
+    if not files and not problems:
+        problems.append(Problem(str(path), 0, "no diff found in patch"))
+    return Patch(
+        name=name, path=path, strip=strip, raw=raw, headers=headers, header_lines=header_lines,
+        subject=subject, body=body, author=author, date=date, files=files, mbox=mbox,
+        problems=problems,
+    )
+
+
+def _find_diff_start(lines: list[bytes]) -> int:
+    for i, line in enumerate(lines):
+        if line.startswith(b"diff --git ") or line.startswith(b"Index: "):
+            return i
+        if line.startswith(b"--- ") and i + 1 < len(lines) and lines[i + 1].startswith(b"+++ "):
+            return i
+    return len(lines)
+
+
+def _parse_headers(text: str, mbox: bool):
+    """Headers from an mbox message or a DEP-3 block; trailers in the body count too."""
+    headers: dict[str, str] = {}
+    header_lines: dict[str, int] = {}
+    lines = text.splitlines()
+    subject, author, date = "", None, None
+    body_lines: list[str] = []
+    i = 0
+    if mbox:
+        i = 1
+        current = None
+        while i < len(lines) and lines[i].strip():
+            line = lines[i]
+            if line[:1] in (" ", "\t") and current:
+                headers[current] += " " + line.strip()
+            else:
+                match = _HEADER.match(line)
+                if match:
+                    current = match.group(1).lower()
+                    headers.setdefault(current, match.group(2))
+                    header_lines.setdefault(current, i + 1)
+            i += 1
+        for key in ("subject", "from"):
+            if key in headers:
+                headers[key] = _decode(headers[key])
+        subject = _SUBJECT_PREFIX.sub("", headers.get("subject", "")).strip()
+        author, date = headers.get("from"), headers.get("date")
+        rest = lines[i + 1:] if i < len(lines) else []
+        # The commit message body ends at the `---` diffstat separator.
+        for line in rest:
+            if line.rstrip() == "---":
+                break
+            body_lines.append(line)
+        for number, line in enumerate(rest, i + 2):
+            match = _HEADER.match(line)
+            if match and match.group(1).lower() not in headers:
+                headers[match.group(1).lower()] = match.group(2).strip()
+                header_lines[match.group(1).lower()] = number
+    else:
+        # DEP-3: one or more header paragraphs; free text may follow.
+        current = None
+        in_headers = True
+        for number, line in enumerate(lines, 1):
+            match = _HEADER.match(line)
+            if in_headers and match:
+                current = match.group(1).lower()
+                if current not in headers:
+                    headers[current] = match.group(2).strip()
+                    header_lines[current] = number
+                else:
+                    current = None
+            elif in_headers and line[:1] in (" ", "\t") and current:
+                value = line.strip()
+                headers[current] += "\n" + ("" if value == "." else value)
+            elif not line.strip():
+                current = None
+                in_headers = True if not body_lines else in_headers
+            else:
+                in_headers = False
+                current = None
+                if line.rstrip() != "---":
+                    body_lines.append(line)
+        description = headers.get("description") or headers.get("subject") or ""
+        first, _, long = description.partition("\n")
+        subject = first.strip()
+        if long.strip():
+            body_lines = [long.strip(), ""] + body_lines
+        author = headers.get("author") or headers.get("from")
+        date = headers.get("last-update") or headers.get("date")
+    body = "\n".join(body_lines).strip()
+    return headers, header_lines, subject, body, author, date
+
+
+def _mode(value: bytes) -> int | None:
+    try:
+        return int(value.strip(), 8)
+    except ValueError:
+        return None
+
+
+def _unquote(name: bytes) -> str:
+    text = name.decode("utf-8", errors="surrogateescape")
+    if text.startswith('"') and text.endswith('"'):
+        text = text[1:-1].encode("latin-1", errors="surrogateescape").decode("unicode_escape")
+        text = text.encode("latin-1").decode("utf-8", errors="surrogateescape")
+    return text
+
+
+_EPOCH = re.compile(rb"\s(1970-01-01 00:00:00(\.0+)?( \+0000)?|Thu Jan  1 00:00:00 1970)\s*$")
+
+
+def _header_path(line: bytes) -> str | None:
+    """The file named on a ---/+++ line; None for /dev/null or an epoch timestamp."""
+    value = line[4:].rstrip(b"\r\n")
+    if _EPOCH.search(value):
+        return None  # GNU diff marks a missing side with the epoch
+    if b"\t" in value:
+        value = value.split(b"\t", 1)[0]
+    elif not value.startswith(b'"'):
+        # `--- a/file 2020-01-01 00:00:00.000000000 +0000` (space-separated timestamp)
+        value = re.sub(rb"\s+\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?( [+-]\d{4})?\s*$", b"", value)
+    path = _unquote(value.strip())
+    return None if path == "/dev/null" else path
+
+
+def _parse_diff(lines: list[bytes], start: int, where: str, problems: list[Problem]) -> list[FilePatch]:
+    files: list[FilePatch] = []
+    i = start
+    current: FilePatch | None = None
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        if line.startswith(b"diff --git "):
+            match = re.match(rb'^diff --git ("?a/.*?"?) ("?b/.*"?)\s*$', line.rstrip(b"\r\n"))
+            old = new = None
+            if match:
+                old, new = _unquote(match.group(1)), _unquote(match.group(2))
+            current = FilePatch(old_path=old, new_path=new, line=i + 1, git=True)
+            files.append(current)
+            i += 1
+            while i < n and not lines[i].startswith((b"--- ", b"@@ ", b"diff --git ")):
+                ext = lines[i].rstrip(b"\r\n")
+                if ext.startswith(b"new file mode "):
+                    current.new_file, current.new_mode, current.old_path = True, _mode(ext[14:]), None
+                elif ext.startswith(b"deleted file mode "):
+                    current.deleted, current.old_mode, current.new_path = True, _mode(ext[18:]), None
+                elif ext.startswith(b"old mode "):
+                    current.old_mode = _mode(ext[9:])
+                elif ext.startswith(b"new mode "):
+                    current.new_mode = _mode(ext[9:])
+                elif ext.startswith(b"rename from "):
+                    current.rename, current.old_path = True, "a/" + _unquote(ext[12:])
+                elif ext.startswith(b"rename to "):
+                    current.rename, current.new_path = True, "b/" + _unquote(ext[10:])
+                elif ext.startswith(b"copy from "):
+                    current.copy, current.old_path = True, "a/" + _unquote(ext[10:])
+                elif ext.startswith(b"copy to "):
+                    current.copy, current.new_path = True, "b/" + _unquote(ext[8:])
+                elif ext.startswith(b"index "):
+                    match = re.match(rb"index ([0-9a-f]+)\.\.([0-9a-f]+)(?: (\d+))?", ext)
+                    if match:
+                        current.index_old = match.group(1).decode()
+                        current.index_new = match.group(2).decode()
+                        if match.group(3) and current.old_mode is None and not current.new_file:
+                            current.old_mode = current.new_mode = _mode(match.group(3))
+                elif ext.startswith(b"Binary files ") or ext.startswith(b"GIT binary patch"):
+                    current.binary = True
+                    problems.append(Problem(where, i + 1, "binary patches are not supported; ship the file as an overlay file"))
+                elif ext.startswith((b"similarity index", b"dissimilarity index")):
+                    pass
+                elif ext.startswith(b"From ") and _MBOX_FROM.match(lines[i]):
+                    break
+                i += 1
+            continue
+        if line.startswith(b"--- ") and i + 1 < n and lines[i + 1].startswith(b"+++ "):
+            old, new = _header_path(line), _header_path(lines[i + 1])
+            if current is None or not current.git or current.hunks:
+                current = FilePatch(old_path=old, new_path=new, line=i + 1)
+                files.append(current)
+            else:
+                # git diff: ---/+++ confirm the names from the diff --git line
+                if old is None:
+                    current.new_file, current.old_path = True, None
+                if new is None:
+                    current.deleted, current.new_path = True, None
+            i += 2
+            continue
+        if line.startswith(b"@@ "):
+            if current is None:
+                problems.append(Problem(where, i + 1, "hunk without a file header (--- / +++)"))
+                i += 1
+                continue
+            hunk, i = _parse_hunk(lines, i, where, problems)
+            if hunk is not None:
+                current.hunks.append(hunk)
+            continue
+        if line.startswith(b"-- \n") or line.rstrip(b"\r\n") == b"-- ":
+            break  # format-patch signature: the rest is the version banner
+        if _MBOX_FROM.match(line):
+            problems.append(Problem(where, i + 1, "several patches in one mbox file; split it into one file per patch"))
+            break
+        i += 1
+    return files
+
+
+def _parse_hunk(lines: list[bytes], i: int, where: str, problems: list[Problem]):
+    header = lines[i].rstrip(b"\r\n")
+    match = _HUNK.match(header)
+    if not match:
+        problems.append(Problem(where, i + 1, f"unparsable hunk header {header.decode(errors='replace')!r}"))
+        return None, i + 1
+    old_start = int(match.group(1))
+    old_len = int(match.group(2)) if match.group(2) is not None else 1
+    new_start = int(match.group(3))
+    new_len = int(match.group(4)) if match.group(4) is not None else 1
+    old: list[bytes] = []
+    new: list[bytes] = []
+    kinds: list[bytes] = []
+    start_line = i + 1
+    i += 1
+    n = len(lines)
+    while i < n and (len(old) < old_len or len(new) < new_len):
+        line = lines[i]
+        tag = line[:1]
+        if tag == b"\\":
+            _drop_newline(kinds, old, new)
+            i += 1
+            continue
+        if line in (b"\n", b"\r\n"):  # an empty context line whose space was stripped
+            tag, line = b" ", b" " + line
+        if tag == b" ":
+            old.append(line[1:])
+            new.append(line[1:])
+        elif tag == b"-":
+            old.append(line[1:])
+        elif tag == b"+":
+            new.append(line[1:])
+        else:
+            break
+        kinds.append(tag)
+        i += 1
+    if i < n and lines[i].startswith(b"\\"):
+        _drop_newline(kinds, old, new)
+        i += 1
+    if len(old) != old_len or len(new) != new_len:
+        problems.append(Problem(
+            where, start_line,
+            f"hunk says -{old_len} +{new_len} lines but has -{len(old)} +{len(new)}: the patch is truncated or was edited by hand",
+        ))
+        return None, i
+    leading = next((k for k, t in enumerate(kinds) if t != b" "), len(kinds))
+    trailing = next((k for k, t in enumerate(reversed(kinds)) if t != b" "), len(kinds))
+    section = match.group(5).decode("utf-8", errors="replace").strip()
+    return Hunk(old_start, old_len, new_start, new_len, old, new, leading, trailing, start_line, section), i
+
+
+def _drop_newline(kinds: list[bytes], old: list[bytes], new: list[bytes]) -> None:
+    """`\\ No newline at end of file` refers to the line just before it."""
+    if not kinds:
+        return
+    tag = kinds[-1]
+    if tag in (b" ", b"-") and old:
+        old[-1] = old[-1][:-1] if old[-1].endswith(b"\n") else old[-1]
+    if tag in (b" ", b"+") and new:
+        new[-1] = new[-1][:-1] if new[-1].endswith(b"\n") else new[-1]
+
+
+def valid_upstream_status(value: str) -> bool:
+    word = value.split("[", 1)[0].strip()
+    return word in UPSTREAM_STATUS
+
+
+def parse_author(value: str | None) -> tuple[str, str]:
+    """'Name <mail>' -> (name, mail), with a fallback for bare names."""
+    if not value:
+        return "engine-overlay", "engine-overlay@localhost"
+    name, mail = email.utils.parseaddr(value)
+    if not mail:
+        return value.strip(), "unknown@localhost"
+    return (name or mail.split("@")[0]), mail
