@@ -6,7 +6,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "demo"]
+nox.options.sessions = ["lint", "tests", "demo", "bridge"]
 
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"  # the CPU build on local disk; never an open range
@@ -41,3 +41,12 @@ def demo(session: nox.Session) -> None:
     session.run("overlay", "lint")
     session.run("overlay", "apply", "vllm")
     session.run("overlay", "status", "vllm")
+
+
+@nox.session(python=PYTHON)
+def bridge(session: nox.Session) -> None:
+    """Build the FlexMLRT bridge (pybind11 + CMake) from source and run its tests."""
+    session.install("numpy", "pytest")
+    # Rebuilt every time, also in a reused venv: the build is what this session checks.
+    session.install("--force-reinstall", "--no-deps", "./bridge")
+    session.run("pytest", "bridge/tests", *session.posargs)
