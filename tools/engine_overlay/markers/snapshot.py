@@ -153,26 +153,45 @@ class Scope:
     is_function: bool
 
 
-def _scopes(tree: ast.AST) -> tuple[list[Scope], set[int]]:
-    """Function/class scopes, and the lines strictly inside multi-line strings."""
+def _scopes(tree: ast.Module, event_lines: set[int]) -> tuple[list[Scope], set[int]]:
+    """Function/class scopes, and which *event_lines* lie inside a multi-line string.
+
+    Only statements are walked (a full node walk costs more than the parse);
+    expressions are walked only for the few statements that span a marker line.
+    """
     scopes: list[Scope] = []
+    spanning: list[ast.stmt] = []
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                q = f"{prefix}.{node.name}" if prefix else node.name
+                start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+                scopes.append(Scope(start, node.end_lineno or node.lineno, q,
+                                    not isinstance(node, ast.ClassDef)))
+                visit(node.body, q)
+                continue
+            nested = False
+            for attr in ("body", "orelse", "finalbody"):
+                sub = getattr(node, attr, None)
+                if isinstance(sub, list) and sub and isinstance(sub[0], ast.stmt):
+                    visit(sub, prefix)
+                    nested = True
+            for h in getattr(node, "handlers", ()) or ():
+                visit(h.body, prefix)
+            for case in getattr(node, "cases", ()) or ():
+                visit(case.body, prefix)
+                nested = True
+            if not nested and node.end_lineno and node.end_lineno > node.lineno:
+                if any(node.lineno < ln <= node.end_lineno for ln in event_lines):
+                    spanning.append(node)
+
+    visit(tree.body, "")
     in_string: set[int] = set()
-
-    def visit(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                q = f"{prefix}.{child.name}" if prefix else child.name
-                start = min([child.lineno] + [d.lineno for d in child.decorator_list])
-                scopes.append(Scope(start, child.end_lineno or child.lineno, q,
-                                    not isinstance(child, ast.ClassDef)))
-                visit(child, q)
-            else:
-                if isinstance(child, ast.Constant) and isinstance(child.value, (str, bytes)):
-                    if child.end_lineno and child.end_lineno > child.lineno:
-                        in_string.update(range(child.lineno + 1, child.end_lineno + 1))
-                visit(child, prefix)
-
-    visit(tree, "")
+    for stmt in spanning:
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.Constant) and isinstance(n.value, (str, bytes)) and n.end_lineno and n.end_lineno > n.lineno:
+                in_string.update(ln for ln in event_lines if n.lineno < ln <= n.end_lineno)
     return scopes, in_string
 
 
@@ -201,7 +220,7 @@ def scan_text(text: str, file: str, config: MarkerConfig, grammar: Grammar | Non
     except (SyntaxError, ValueError) as e:
         problems.append(Problem(file, getattr(e, "lineno", None), f"not valid Python, enclosing functions unknown: {e.msg if isinstance(e, SyntaxError) else e}", severity="warning"))
     else:
-        scopes, in_string = _scopes(tree)
+        scopes, in_string = _scopes(tree, {e.line for e in events})
         if in_string:
             events = [e for e in events if e.line not in in_string]
     raw, loose, pair_problems = pair_fences(events, file)
@@ -224,6 +243,7 @@ def scan_text(text: str, file: str, config: MarkerConfig, grammar: Grammar | Non
             spans.append((ev.line, ev.line, "inline", None, ev.tag, [ev]))
             marked.add(ev.line)
 
+    scope_hashes: dict[str, str] = {}
     blocks: list[Block] = []
     for start, end, kind, bid, tag, inl in sorted(spans, key=lambda s: s[0]):
         if kind == "fenced":
@@ -246,12 +266,14 @@ def scan_text(text: str, file: str, config: MarkerConfig, grammar: Grammar | Non
             anchors_before=_anchors(lines, start - 1, -1, marked),
             anchors_after=_anchors(lines, end + 1, 1, marked),
             inline_tags=tags,
-            enclosing_hash=_scope_hash(lines, scope, marked) if scope and scope.is_function else None,
+            enclosing_hash=_scope_hash(lines, scope, marked, scope_hashes) if scope and scope.is_function else None,
         ))
     return blocks, problems
 
 
 def _strip_comment(line: str) -> str:
+    if "#" not in line:
+        return line
     pos = comment_start(line)
     return line[:pos] if pos >= 0 else line
 
@@ -265,10 +287,13 @@ def _anchors(lines: list[str], lineno: int, step: int, marked: set[int]) -> list
     return out
 
 
-def _scope_hash(lines: list[str], scope: Scope, marked: set[int]) -> str:
-    """Hash of the enclosing def/class without its marked lines: upstream's part of it."""
-    own = normalise(_strip_comment(lines[i - 1]) for i in range(scope.start, scope.end + 1) if i not in marked)
-    return body_hash(own)
+def _scope_hash(lines: list[str], scope: Scope, marked: set[int], cache: dict[str, str]) -> str:
+    """Hash of the enclosing def without its marked lines and comments: upstream's part of it."""
+    key = f"{scope.start}:{scope.qualname}"
+    if key not in cache:
+        own = normalise(_strip_comment(lines[i - 1]) for i in range(scope.start, scope.end + 1) if i not in marked)
+        cache[key] = body_hash(own)
+    return cache[key]
 
 
 # --- scanning a tree -----------------------------------------------------------------------------
