@@ -6,7 +6,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "demo", "bridge"]
+nox.options.sessions = ["lint", "tests", "demo", "bridge", "check_markers"]
 
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"  # the CPU build on local disk; never an open range
@@ -50,3 +50,10 @@ def bridge(session: nox.Session) -> None:
     # Rebuilt every time, also in a reused venv: the build is what this session checks.
     session.install("--force-reinstall", "--no-deps", "./bridge")
     session.run("pytest", "bridge/tests", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def check_markers(session: nox.Session) -> None:
+    """Marked-block tests: grammar, snapshots, compare, waivers, transplant."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/markers", *session.posargs)
