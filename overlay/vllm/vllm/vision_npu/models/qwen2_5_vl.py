@@ -1,0 +1,374 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Qwen2.5-VL vision tower with its transformer blocks on an NPU.
+
+The tower is split in three stages per item (image or video):
+
+1. CPU pre-ops (vectorised torch, no Python loop over patches): input norm and
+   patch embedding, rotary cos/sin tables, window index, attention segments
+   (the compact form of the block-diagonal full/window attention masks), and
+   padding to the chosen fixed-shape specialization.
+2. The device graph (every block + the merger), see ``qwen2_5_vl_graph``,
+   run by the backend selected with ``VLLM_VISION_NPU_BACKEND``.
+3. CPU post-ops: trim the padding, undo the window order.
+
+The tower keeps the stock module tree (it subclasses
+``Qwen2_5_VisionTransformer``) so checkpoints load unchanged; the loaded
+weights are checked against the bundle's fingerprint so that a bundle exported
+from other weights fails loudly instead of producing wrong embeddings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import (
+    Qwen2_5_VLVisionConfig,
+)
+
+import vllm.envs as envs
+from vllm.logger import init_logger
+from vllm.model_executor.layers.quantization import QuantizationConfig
+from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VisionTransformer
+from vllm.vision_npu.backend import (
+    VisionNPUBackend,
+    VisionNPUBundleError,
+    VisionNPUGraph,
+    create_vision_npu_backend,
+)
+from vllm.vision_npu.bundle import VisionNPUBundle, bundle_dir_for
+from vllm.vision_npu.models.qwen2_5_vl_graph import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    PAD_SEGMENT,
+    Qwen2_5_VisionGraphConfig,
+    graph_weight_names,
+    weights_fingerprint,
+)
+
+logger = init_logger(__name__)
+
+MODEL_TYPE = "qwen2_5_vl"
+
+
+@dataclass
+class VisionNPUItemTiming:
+    """Per-item stage timings of one forward (seconds)."""
+
+    grid_thw: tuple[int, int, int]
+    num_patches: int
+    specialization: int
+    pre_s: float = 0.0
+    device_s: float = 0.0
+    post_s: float = 0.0
+
+
+@dataclass
+class _Prepared:
+    index: int
+    grid_thw: tuple[int, int, int]
+    num_patches: int
+    specialization: int
+    feeds: dict[str, np.ndarray]
+    reverse_indices: torch.Tensor
+    pre_s: float
+
+
+def tower_graph_weights(tower: nn.Module) -> dict[str, np.ndarray]:
+    """Device-graph weights of a loaded vLLM tower, vLLM naming, float32."""
+    params = dict(tower.named_parameters())
+    config = getattr(tower, "graph_config", None)
+    names = graph_weight_names(config) if config is not None else [
+        n for n in params if n.startswith(("blocks.", "merger."))
+    ]
+    return {n: params[n].detach().to(torch.float32).cpu().numpy() for n in names}
+
+
+def export_command_hint(cache_dir: Any = None) -> str:
+    cache = f" --cache-dir {cache_dir}" if cache_dir else ""
+    return f"python -m vllm.vision_npu.export --model <model dir> --sizes <patches,...>{cache}"
+
+
+class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
+    """Drop-in replacement of ``Qwen2_5_VisionTransformer`` whose transformer
+    blocks and merger run as a fixed-shape device graph."""
+
+    def __init__(
+        self,
+        vision_config: Qwen2_5_VLVisionConfig,
+        norm_eps: float = 1e-6,
+        quant_config: QuantizationConfig | None = None,
+        input_norm: nn.Module | None = None,
+        prefix: str = "",
+        *,
+        backend: str | VisionNPUBackend | None = None,
+        device: str | None = None,
+        cache_dir: str | None = None,
+        async_pipeline: bool | None = None,
+        timing: bool | None = None,
+    ) -> None:
+        super().__init__(
+            vision_config=vision_config,
+            norm_eps=norm_eps,
+            quant_config=quant_config,
+            input_norm=input_norm,
+            prefix=prefix,
+        )
+        if quant_config is not None:
+            raise NotImplementedError(
+                "The NPU vision tower runs the exported float graph; quantized vision "
+                "towers are not supported (unset VLLM_VISION_NPU_BACKEND)."
+            )
+        self.graph_config = Qwen2_5_VisionGraphConfig.from_vision_config(vision_config, norm_eps)
+        if isinstance(backend, VisionNPUBackend):
+            self.npu_backend = backend
+        else:
+            name = backend or envs.VLLM_VISION_NPU_BACKEND
+            if not name:
+                raise ValueError("Qwen2_5_VisionTransformerNPU needs a backend name")
+            self.npu_backend = create_vision_npu_backend(
+                name, device=device or envs.VLLM_VISION_NPU_DEVICE
+            )
+        self.async_pipeline = (
+            bool(envs.VLLM_NPU_ASYNC_PIPELINE) if async_pipeline is None else async_pipeline
+        )
+        self.timing = bool(envs.VLLM_NPU_TIMING) if timing is None else timing
+
+        bundle_dir = bundle_dir_for(cache_dir, MODEL_TYPE, self.graph_config.key())
+        self._export_hint = export_command_hint(cache_dir)
+        self.bundle = VisionNPUBundle.open(bundle_dir, export_hint=self._export_hint)
+        self._check_bundle_config()
+        # Load every specialization up front: a missing or wrong-shape artifact
+        # fails at start-up, not on the first image.
+        self._graphs: dict[int, VisionNPUGraph] = {}
+        for spec in self.bundle.manifest.specializations:
+            path = self.bundle.artifact_path(
+                spec, self.npu_backend.artifact_key, f" Re-create it with: {self._export_hint}"
+            )
+            graph = self.npu_backend.load(path)
+            self._check_graph(graph, spec.num_patches, path)
+            self._graphs[spec.num_patches] = graph
+        self._pre_executor: ThreadPoolExecutor | None = None
+        self.last_timings: list[VisionNPUItemTiming] = []
+        logger.info(
+            "Qwen2.5-VL vision tower on %s, bundle %s, specializations (patches): %s",
+            self.npu_backend.describe(),
+            self.bundle.directory,
+            self.bundle.sizes,
+        )
+
+    # ------------------------------------------------------------------ checks
+    def _check_bundle_config(self) -> None:
+        manifest = self.bundle.manifest
+        expected = self.graph_config.to_json()
+        if manifest.model_type != MODEL_TYPE or manifest.config != expected:
+            diff = sorted(
+                k for k in set(expected) | set(manifest.config)
+                if expected.get(k) != manifest.config.get(k)
+            )
+            raise VisionNPUBundleError(
+                f"Vision NPU bundle {self.bundle.directory} was exported for another "
+                f"vision config (model_type={manifest.model_type!r}, differing fields: "
+                f"{diff}). Re-create it with: {self._export_hint}"
+            )
+
+    def _check_graph(self, graph: VisionNPUGraph, num_patches: int, path: Any) -> None:
+        want_in = self.bundle.input_specs(num_patches)
+        want_out = self.bundle.output_specs(num_patches)
+        if tuple(graph.inputs) != want_in or tuple(graph.outputs) != want_out:
+            raise VisionNPUBundleError(
+                f"Device graph {path} does not have the shapes of a {num_patches}-patch "
+                f"specialization: inputs {list(graph.inputs)}, outputs "
+                f"{list(graph.outputs)}; expected {list(want_in)} -> {list(want_out)}. "
+                f"Re-create it with: {self._export_hint}"
+            )
+
+    def check_weights_match_bundle(self) -> None:
+        actual = weights_fingerprint(self.graph_config, tower_graph_weights(self))
+        if actual != self.bundle.manifest.weights_fingerprint:
+            raise VisionNPUBundleError(
+                f"Vision NPU bundle {self.bundle.directory} was exported from different "
+                f"weights than the ones loaded (fingerprint "
+                f"{self.bundle.manifest.weights_fingerprint} != {actual}). Re-export it "
+                f"from this checkpoint: {self._export_hint}"
+            )
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        loaded = super().load_weights(weights)
+        self.check_weights_match_bundle()
+        return loaded
+
+    # ------------------------------------------------------------------ stages
+    def _pre_ops(
+        self, index: int, x: torch.Tensor, grid_thw: tuple[int, int, int], specialization: int
+    ) -> _Prepared:
+        start = time.perf_counter()
+        t, h, w = grid_thw
+        n = t * h * w
+        unit = self.spatial_merge_unit
+        hidden = self.input_norm(x.to(device=self.device), self.dtype)
+        hidden = self.patch_embed(hidden)
+        cos, sin, window_index, cu_window, _ = self.get_rope_by_thw(t, h, w)
+        window_index = window_index.to(hidden.device)
+        hidden = hidden.reshape(n // unit, unit, -1)[window_index].reshape(n, -1)
+
+        positions = torch.arange(n, dtype=torch.int64)
+        window_segments = torch.searchsorted(
+            cu_window.to(torch.int64), positions, right=True
+        )
+        full_segments = positions // (h * w)  # one segment per frame
+
+        pad = specialization - n
+        c = hidden.shape[-1]
+        feeds = {
+            "hidden_states": _padded(hidden, pad, 0.0, torch.float32, (c,)),
+            "rotary_cos": _padded(cos, pad, 0.0, torch.float32, (cos.shape[-1],)),
+            "rotary_sin": _padded(sin, pad, 0.0, torch.float32, (sin.shape[-1],)),
+            "full_attn_segments": _padded(full_segments, pad, PAD_SEGMENT, torch.int64, ()),
+            "window_attn_segments": _padded(window_segments, pad, PAD_SEGMENT, torch.int64, ()),
+        }
+        reverse = torch.empty_like(window_index)
+        reverse[window_index] = torch.arange(window_index.numel(), dtype=window_index.dtype)
+        return _Prepared(
+            index=index,
+            grid_thw=grid_thw,
+            num_patches=n,
+            specialization=specialization,
+            feeds=feeds,
+            reverse_indices=reverse,
+            pre_s=time.perf_counter() - start,
+        )
+
+    def _device_run(self, prepared: _Prepared) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        graph = self._graphs[prepared.specialization]
+        out = graph.run(prepared.feeds)[OUTPUT_NAMES[0]]
+        return out, time.perf_counter() - start
+
+    def _post_ops(self, prepared: _Prepared, out: np.ndarray) -> tuple[torch.Tensor, float]:
+        start = time.perf_counter()
+        tokens = prepared.num_patches // self.spatial_merge_unit
+        embeds = torch.from_numpy(out[:tokens])[prepared.reverse_indices]
+        embeds = embeds.to(device=self.device, dtype=self.dtype)
+        return embeds, time.perf_counter() - start
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        x: torch.Tensor,
+        grid_thw: list[list[int]] | torch.Tensor | None,
+        *,
+        encoder_metadata: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        if grid_thw is None:
+            raise ValueError("The NPU vision tower needs grid_thw")
+        grids = [tuple(int(v) for v in g) for g in (
+            grid_thw.tolist() if isinstance(grid_thw, torch.Tensor) else grid_thw
+        )]
+        counts = [t * h * w for t, h, w in grids]
+        if sum(counts) != x.shape[0]:
+            raise ValueError(
+                f"pixel values have {x.shape[0]} patches but grid_thw {grids} needs {sum(counts)}"
+            )
+        # Choose every specialization first: an oversized item fails the whole
+        # batch before any work, with the item's size and the sizes available.
+        specs = [
+            self.bundle.select(
+                n, f"{'Video' if g[0] > 1 else 'Image'} {i} (grid t,h,w={g})"
+            ).num_patches
+            for i, (g, n) in enumerate(zip(grids, counts))
+        ]
+        pieces = x.split(counts)
+        jobs = list(zip(range(len(grids)), pieces, grids, specs))
+        if self.async_pipeline and len(jobs) > 1:
+            outputs, timings = self._run_pipelined(jobs)
+        else:
+            outputs, timings = self._run_sequential(jobs)
+        self.last_timings = timings
+        if self.timing:
+            for item in timings:
+                logger.info(
+                    "vision_npu item grid=%s patches=%d spec=%d pad=%.1f%% "
+                    "pre=%.2fms device=%.2fms post=%.2fms",
+                    item.grid_thw, item.num_patches, item.specialization,
+                    100.0 * (item.specialization - item.num_patches) / item.specialization,
+                    item.pre_s * 1e3, item.device_s * 1e3, item.post_s * 1e3,
+                )
+        return torch.cat(outputs) if outputs else x.new_empty((0, self.out_hidden_size))
+
+    def _run_sequential(
+        self, jobs: Sequence[tuple[int, torch.Tensor, tuple[int, int, int], int]]
+    ) -> tuple[list[torch.Tensor], list[VisionNPUItemTiming]]:
+        outputs, timings = [], []
+        for job in jobs:
+            prepared = self._pre_ops(*job)
+            out, device_s = self._device_run(prepared)
+            embeds, post_s = self._post_ops(prepared, out)
+            outputs.append(embeds)
+            timings.append(_timing(prepared, device_s, post_s))
+        return outputs, timings
+
+    def _run_pipelined(
+        self, jobs: Sequence[tuple[int, torch.Tensor, tuple[int, int, int], int]]
+    ) -> tuple[list[torch.Tensor], list[VisionNPUItemTiming]]:
+        """Pre-ops of item i+1 on a worker thread while item i is on the device
+        (the backends release the GIL while they run)."""
+        if self._pre_executor is None:
+            self._pre_executor = ThreadPoolExecutor(1, thread_name_prefix="vision_npu_pre")
+        outputs, timings = [], []
+        pending: Future[_Prepared] = self._pre_executor.submit(self._pre_ops, *jobs[0])
+        for i in range(len(jobs)):
+            prepared = pending.result()
+            if i + 1 < len(jobs):
+                pending = self._pre_executor.submit(self._pre_ops, *jobs[i + 1])
+            out, device_s = self._device_run(prepared)
+            embeds, post_s = self._post_ops(prepared, out)
+            outputs.append(embeds)
+            timings.append(_timing(prepared, device_s, post_s))
+        return outputs, timings
+
+
+def _timing(prepared: _Prepared, device_s: float, post_s: float) -> VisionNPUItemTiming:
+    return VisionNPUItemTiming(
+        grid_thw=prepared.grid_thw,
+        num_patches=prepared.num_patches,
+        specialization=prepared.specialization,
+        pre_s=prepared.pre_s,
+        device_s=device_s,
+        post_s=post_s,
+    )
+
+
+def _padded(
+    t: torch.Tensor, pad: int, value: float, dtype: torch.dtype, row_shape: tuple[int, ...]
+) -> np.ndarray:
+    out = torch.full((t.shape[0] + pad, *row_shape), value, dtype=dtype)
+    out[: t.shape[0]] = t.reshape(t.shape[0], *row_shape)
+    return out.numpy()
+
+
+def build_qwen2_5_vision_transformer(
+    vision_config: Qwen2_5_VLVisionConfig,
+    norm_eps: float = 1e-6,
+    quant_config: QuantizationConfig | None = None,
+    input_norm: nn.Module | None = None,
+    prefix: str = "",
+) -> nn.Module:
+    """The stock tower, or the NPU tower when ``VLLM_VISION_NPU_BACKEND`` is set."""
+    backend = envs.VLLM_VISION_NPU_BACKEND
+    kwargs: dict[str, Any] = dict(
+        vision_config=vision_config,
+        norm_eps=norm_eps,
+        quant_config=quant_config,
+        input_norm=input_norm,
+        prefix=prefix,
+    )
+    if not backend:
+        return Qwen2_5_VisionTransformer(**kwargs)
+    return Qwen2_5_VisionTransformerNPU(**kwargs, backend=backend)

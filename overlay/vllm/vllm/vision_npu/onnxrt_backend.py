@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``onnxrt``: run the exported device graph with onnxruntime.
+
+The reference backend: it runs the very ONNX graphs that are handed to the
+NPU compiler, on the CPU of any machine, so that the CPU pre-ops, padding,
+masking and post-ops can be tested without an NPU.
+
+``VLLM_VISION_NPU_DEVICE`` selects the execution provider: unset or ``cpu``
+for ``CPUExecutionProvider``, otherwise an onnxruntime provider name (e.g.
+``VitisAIExecutionProvider``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vllm.vision_npu.backend import (
+    TensorSpec,
+    VisionNPUBackend,
+    VisionNPUBackendUnavailableError,
+    VisionNPUGraph,
+)
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+}
+
+
+class OnnxRuntimeVisionGraph(VisionNPUGraph):
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self._inputs = tuple(_spec(i) for i in session.get_inputs())
+        self._outputs = tuple(_spec(o) for o in session.get_outputs())
+        self._output_names = [o.name for o in self._outputs]
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self._outputs
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # onnxruntime releases the GIL while it runs.
+        results = self.session.run(self._output_names, dict(feeds))
+        return dict(zip(self._output_names, results))
+
+
+class OnnxRuntimeVisionBackend(VisionNPUBackend):
+    name = "onnxrt"
+    artifact_key = "onnxrt"
+
+    def __init__(
+        self,
+        device: str | None = None,
+        intra_op_num_threads: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(device, **options)
+        try:
+            import onnxruntime
+        except ImportError as e:
+            raise VisionNPUBackendUnavailableError(
+                "VLLM_VISION_NPU_BACKEND=onnxrt needs onnxruntime: pip install onnxruntime"
+            ) from e
+        self._ort = onnxruntime
+        provider = (device or "cpu").strip()
+        if provider.lower() == "cpu":
+            provider = "CPUExecutionProvider"
+        available = onnxruntime.get_available_providers()
+        if provider not in available:
+            raise VisionNPUBackendUnavailableError(
+                f"VLLM_VISION_NPU_DEVICE={device!r}: onnxruntime provider {provider!r} is not "
+                f"available here (available: {', '.join(available)})"
+            )
+        self.providers = [provider]
+        self.intra_op_num_threads = intra_op_num_threads
+
+    def load(self, artifact: Path) -> VisionNPUGraph:
+        ort = self._ort
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.intra_op_num_threads:
+            options.intra_op_num_threads = self.intra_op_num_threads
+        # The path, not bytes: onnxruntime reads the small graph file and maps
+        # the shared external weights file itself.
+        session = ort.InferenceSession(str(artifact), options, providers=self.providers)
+        return OnnxRuntimeVisionGraph(session)
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = tuple(int(d) if isinstance(d, int) else -1 for d in arg.shape)
+    return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
