@@ -151,3 +151,22 @@ def test_against_git_revision(tmp_path, write, runner_src):
 def test_similarity_bounds():
     assert similarity(["a = 1"], ["a = 1"]) == 1.0
     assert similarity(["a = 1"], ["completely different"]) < 0.5
+
+
+def test_identical_marked_copy_elsewhere_is_not_unmarked_code(tmp_path, write, runner_src):
+    tree, snap = baseline(tmp_path, write, {"runner.py": runner_src, "copy.py": runner_src})
+    start = runner_src.index("        # ---- Omni-new: talker-init")
+    end = runner_src.index("        self.model = model")
+    write(tree, "runner.py", runner_src[:start] + runner_src[end:])
+    report = check_markers(tree, str(snap))
+    lost = [b for b in report.blocks if b.status == "lost"]
+    assert [(b.file, b.lost_kind) for b in lost] == [("runner.py", "code-removed")]
+
+
+def test_duplicate_ids_fall_back_to_body_matching(tmp_path, write, runner_src):
+    tree, snap = baseline(tmp_path, write, {"a.py": runner_src, "b.py": runner_src})
+    start = runner_src.index("        # ---- Omni-new: talker-init")
+    end = runner_src.index("        self.model = model")
+    write(tree, "b.py", runner_src[:start] + runner_src[end:])
+    report = check_markers(tree, str(snap))
+    assert [(b.file, b.status) for b in report.blocks if b.id] == [("a.py", "intact"), ("b.py", "lost")]

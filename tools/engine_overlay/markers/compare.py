@@ -88,29 +88,27 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
         pair[i] = j
         free.discard(j)
 
-    # 1. explicit ids
-    by_id: dict[str, list[int]] = {}
+    # 1. explicit ids, when one baseline and one current block carry the id
+    base_ids: dict[str, list[int]] = {}
+    for i, b in enumerate(base):
+        if b.id:
+            base_ids.setdefault(b.id, []).append(i)
+    cur_ids: dict[str, list[int]] = {}
     for j, c in enumerate(cur):
         if c.id:
-            by_id.setdefault(c.id, []).append(j)
-    for i, b in enumerate(base):
-        if b.id and len(by_id.get(b.id, [])) == 1 and by_id[b.id][0] in free:
-            take(i, by_id[b.id][0])
-
-    base_ids = {b.id for b in base if b.id}
+            cur_ids.setdefault(c.id, []).append(j)
+    for bid, idx in base_ids.items():
+        if len(idx) == 1 and len(cur_ids.get(bid, [])) == 1:
+            take(idx[0], cur_ids[bid][0])
 
     # 2. exact body: same file+scope, then same file, then anywhere (in line order)
     for key in (lambda x: (x.file, x.qualname, x.hash), lambda x: (x.file, x.hash), lambda x: (x.hash,)):
         slots: dict[tuple, list[int]] = {}
         for j in sorted(free, key=lambda j: (cur[j].file, cur[j].start_line)):
-            if not cur[j].id or cur[j].id not in base_ids:
-                slots.setdefault(key(cur[j]), []).append(j)
+            slots.setdefault(key(cur[j]), []).append(j)
         for i, b in enumerate(base):
-            if i in pair or (b.id and b.id in by_id):
-                continue
-            js = slots.get(key(b))
-            if js:
-                take(i, js.pop(0))
+            if i not in pair and slots.get(key(b)):
+                take(i, slots[key(b)].pop(0))
 
     # 3. similar body: same file+scope (or anchored in place), then elsewhere
     for same_place in (True, False):
@@ -167,6 +165,20 @@ class _UnmarkedFinder:
     def __init__(self, current: Snapshot) -> None:
         self.current = current
         self._keys: dict[str, list[str] | None] = {}
+        self._marked: dict[str, list[tuple[int, int]]] = {}
+        for c in current.blocks:
+            self._marked.setdefault(c.file, []).append((c.start_line, c.end_line))
+
+    def _unmarked_at(self, rel: str, lines: list[str], body: list[str]) -> int | None:
+        """First occurrence of *body* in *rel* that is not part of a current marked block."""
+        spans = self._marked.get(rel, [])
+        at = self._find(lines, body)
+        while at is not None:
+            if not any(s <= at <= e for s, e in spans):
+                return at
+            nxt = self._find(lines[at:], body)
+            at = None if nxt is None else nxt + at
+        return None
 
     def _file_keys(self, rel: str) -> list[str] | None:
         if rel not in self._keys:
@@ -190,7 +202,7 @@ class _UnmarkedFinder:
             return "code-removed", None
         lines = self._file_keys(b.file)
         if lines is not None:
-            at = self._find(lines, b.body)
+            at = self._unmarked_at(b.file, lines, b.body)
             if at:
                 return LOST_MARKERS_REMOVED, (b.file, at)
         if sum(len(x) for x in b.body) < ELSEWHERE_MIN_CHARS:
@@ -212,7 +224,7 @@ class _UnmarkedFinder:
                 text = raw.decode("utf-8", "replace")
             elif probe not in text:
                 continue
-            at = self._find(text.splitlines(), b.body)
+            at = self._unmarked_at(rel, text.splitlines(), b.body)
             if at:
                 return LOST_UNMARKED_ELSEWHERE, (rel, at)
         return LOST_CODE_REMOVED, None

@@ -55,7 +55,7 @@ class MarkerReport:
         if rows:
             table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
             for col in ("status", "block", "at", "now", "sim", "note"):
-                table.add_column(col)
+                table.add_column(col, overflow="fold", no_wrap=col in ("status", "sim"))
             for b in rows:
                 style = "dim" if b.waived else STATUS_STYLE.get(b.status, "")
                 note = []

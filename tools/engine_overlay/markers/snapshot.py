@@ -98,7 +98,11 @@ class Snapshot:
 
     def write(self, path: Path) -> None:
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        path.write_text(text, encoding="utf-8")
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as e:
+            raise OverlayError(f"cannot write the snapshot: {e.strerror}", path=path,
+                               hint="choose a writable path with -o") from None
 
 
 def read_snapshot(path: Path) -> Snapshot:
