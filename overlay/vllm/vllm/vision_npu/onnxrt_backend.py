@@ -5,9 +5,10 @@ The reference backend: it runs the very ONNX graphs that are handed to the
 NPU compiler, on the CPU of any machine, so that the CPU pre-ops, padding,
 masking and post-ops can be tested without an NPU.
 
-``VLLM_VISION_NPU_DEVICE`` selects the execution provider: unset or ``cpu``
-for ``CPUExecutionProvider``, otherwise an onnxruntime provider name (e.g.
-``VitisAIExecutionProvider``).
+``VLLM_VISION_NPU_DEVICE`` may name an onnxruntime execution provider (e.g.
+``VitisAIExecutionProvider``); anything else (``cpu``, or an NPU family such
+as the default ``stx``, which only the ``flexmlrt`` backend uses) selects
+``CPUExecutionProvider``.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ class OnnxRuntimeVisionBackend(VisionNPUBackend):
                 "VLLM_VISION_NPU_BACKEND=onnxrt needs onnxruntime: pip install onnxruntime"
             ) from e
         self._ort = onnxruntime
-        provider = (device or "cpu").strip()
-        if provider.lower() == "cpu":
+        provider = (device or "").strip()
+        if not provider.endswith("ExecutionProvider"):
             provider = "CPUExecutionProvider"
         available = onnxruntime.get_available_providers()
         if provider not in available:
