@@ -39,7 +39,7 @@ def demo(session: nox.Session) -> None:
     install_tool(session)
     session.run("overlay", "fetch", "vllm")
     session.run("overlay", "lint")
-    session.run("overlay", "apply", "vllm")
+    session.run("overlay", "apply", "vllm", "--rebuild")
     session.run("overlay", "status", "vllm")
 
 

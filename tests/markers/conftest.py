@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+
 from engine_overlay import ui
 from engine_overlay.errors import OverlayError
 from engine_overlay.markers.cli import check_markers_cmd, markers_group, transplant_cmd

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import git
 import pytest
+
 from engine_overlay.errors import OverlayError
 from engine_overlay.markers.check import check_markers
 from engine_overlay.markers.compare import similarity

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from engine_overlay.errors import OverlayError
 from engine_overlay.markers.grammar import MarkerConfig
 from engine_overlay.markers.snapshot import scan_text

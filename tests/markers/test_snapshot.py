@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from engine_overlay.errors import OverlayError
 from engine_overlay.markers.grammar import MarkerConfig
 from engine_overlay.markers.snapshot import read_snapshot, take_snapshot

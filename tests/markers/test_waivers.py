@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+
 from engine_overlay.errors import OverlayError
 from engine_overlay.markers.check import check_markers
 from engine_overlay.markers.snapshot import read_snapshot, take_snapshot

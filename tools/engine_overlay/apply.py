@@ -34,6 +34,7 @@ class ApplyOptions:
     keep: bool = False
     force_base: bool = False
     branch: str | None = None
+    rebuild: bool = False  # recreate an existing overlay branch whose series changed
 
 
 @dataclass
@@ -183,7 +184,7 @@ def target_for(engine: Engine, pin: Pin, checkout: Path | None) -> tuple[Path, s
 
 
 def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind: str,
-              base_check=None, markers=None) -> Report:
+              base_check=None) -> Report:
     root = gitops.work_root(repo)
     branch = opts.branch or default_branch(payload.label, payload.version)
     report = Report("apply", payload.label, payload.version, str(root), target_kind, "checked", branch)
@@ -206,7 +207,17 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
         head = gitops.head_sha(repo)
         orig_branch = gitops.current_branch(repo)
         if gitops.branch_exists(repo, branch):
-            return _existing_branch(repo, payload, branch, report)
+            try:
+                return _existing_branch(repo, payload, branch, report)
+            except CheckFailed:
+                if not opts.rebuild or opts.check:
+                    raise
+            head = applied_commits(repo, f"refs/heads/{branch}")[2]
+            orig_branch = None if orig_branch == branch else orig_branch
+            if orig_branch is None:
+                gitops.checkout(repo, head)  # detach at the branch's upstream base
+            gitops.delete_branch(repo, branch)
+            report.warnings.append(f"--rebuild: recreated {branch} on {head[:12]}")
         read_blob = lambda sha: gitops.read_blob(repo, sha)  # noqa: E731
         result = plan(TreeState(root), payload.patches, payload.overlay_files, payload.replaces, read_blob,
                       overlay_label=f"overlay: {payload.label} files")
@@ -239,8 +250,6 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
                              strict=False):
             item.commit = sha
         report.status = "applied"
-        if markers is not None:
-            report.markers = markers(root)
         return report
 
 

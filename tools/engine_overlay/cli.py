@@ -13,7 +13,15 @@ import click
 import git
 
 from . import __version__, gitops, sources, ui
-from .apply import ApplyOptions, abort, apply_git, base_problem, engine_payload, series_payload, target_for
+from .apply import (
+    ApplyOptions,
+    abort,
+    apply_git,
+    base_problem,
+    engine_payload,
+    series_payload,
+    target_for,
+)
 from .config import Project, find_project, load_project
 from .errors import EXIT_CHECK_FAILED, OverlayError
 from .installed import apply_installed, unapply_installed
@@ -122,16 +130,17 @@ def _target_options(func):
 @click.option("--keep", is_flag=True, help="On failure keep the patches that applied, on the branch.")
 @click.option("--force-base", is_flag=True, help="Apply even if the base is not the pinned version.")
 @click.option("--branch", help="Branch to create (default overlay/<engine>-<version>).")
+@click.option("--rebuild", is_flag=True, help="Recreate the overlay branch if the series changed since.")
 @click.option("--series", "series_path", type=click.Path(exists=True, path_type=Path),
               help="With --checkout: apply this quilt/format-patch series instead of an engine's.")
 @click.option("--abort", "do_abort", is_flag=True, help="Restore the checkout after an interrupted run.")
 @click.option("--continue", "do_continue", is_flag=True, help="Finish an interrupted run.")
-def apply(engine, version, checkout, installed, site, check, keep, force_base, branch, series_path,
+def apply(engine, version, checkout, installed, site, check, keep, force_base, branch, rebuild, series_path,
           do_abort, do_continue) -> None:
     """Apply ENGINE's series and overlay files (to the fetched tree by default)."""
     if installed and checkout:
         raise click.UsageError("--installed and --checkout exclude each other")
-    opts = ApplyOptions(check=check, keep=keep, force_base=force_base, branch=branch)
+    opts = ApplyOptions(check=check, keep=keep, force_base=force_base, branch=branch, rebuild=rebuild)
     if series_path is not None:
         if checkout is None:
             raise click.UsageError("--series needs --checkout PATH")
@@ -158,17 +167,41 @@ def apply(engine, version, checkout, installed, site, check, keep, force_base, b
         if do_abort:
             ui.emit("apply", {"status": "aborted", "message": message}, lambda c: c.print(message))
             return
-    _finish(apply_git(repo, payload, opts, kind, base_check=lambda r: base_problem(r, eng.name, pin),
-                      markers=_marker_check(eng)))
+    report = apply_git(repo, payload, opts, kind, base_check=lambda r: base_problem(r, eng.name, pin))
+    check = _marker_check(eng)
+    if check is not None and report.status in ("applied", "already-applied"):
+        _run_markers(report, check, path)
+    _finish(report)
 
 
 def _marker_check(engine):
-    """The marker verification of an engine's tree, when the markers package is available."""
-    try:
-        from .markers import integration
-    except ImportError:
+    """check-markers over an engine's overlay files in the target (against the engine's
+    snapshot when VERSIONS.toml names one): returns root -> JSON-able report."""
+    from .markers import MarkerConfig, verify_tree
+    from .overlay_files import collect
+
+    config = MarkerConfig.from_dict(engine.markers, "VERSIONS.toml")
+    root_dir = engine.overlay.parent.parent  # the project directory
+    snapshot = root_dir / config.snapshot if config.snapshot else None
+    waivers = root_dir / config.waivers if config.waivers else None
+    paths = [item.path for item in collect(engine.overlay)]
+    if snapshot is None and not paths:
         return None
-    return integration.checker(engine)
+
+    def check(tree: Path) -> dict:
+        report = verify_tree(Path(tree), snapshot, config, waivers, paths=None if snapshot else paths)
+        data = report.to_dict()
+        if not report.ok:
+            raise MarkerCheckFailed(data)
+        return data
+
+    return check
+
+
+class MarkerCheckFailed(Exception):
+    def __init__(self, data: dict) -> None:
+        super().__init__("marked blocks lost or changed")
+        self.data = data
 
 
 @cli.command()
@@ -201,8 +234,16 @@ def status(engine, version, checkout, installed, site, branch) -> None:
     report = status_git(gitops.open_repo(path), payload, kind, branch)
     check = _marker_check(eng)
     if check is not None and report.status == "ok":
-        report.markers = check(path)
+        _run_markers(report, check, path)
     _finish(report)
+
+
+def _run_markers(report, check, tree: Path) -> None:
+    try:
+        report.markers = check(tree)
+    except MarkerCheckFailed as failed:
+        report.markers = failed.data
+        report.status = "failed"
 
 
 def _register_optional() -> None:

@@ -192,6 +192,13 @@ def _parse_engine(name, table, root, text, rel, problems) -> Engine | None:
     if not isinstance(markers, dict):
         problems.append(Problem(rel, line, f"[{name}]: 'markers' must be a table"))
         markers = {}
+    else:
+        from .markers import MarkerConfig
+
+        try:
+            MarkerConfig.from_dict(markers, f"{rel} [{name}.markers]")
+        except OverlayError as exc:
+            problems.append(Problem(rel, _header_line(text, name, "markers") or line, exc.message))
     pins_table = table.get("pins", {})
     pins: dict[str, Pin] = {}
     if not isinstance(pins_table, dict) or not pins_table:

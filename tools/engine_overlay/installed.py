@@ -131,7 +131,7 @@ def _write(root: Path, record_dir: Path, engine: Engine, payload, changes) -> No
     shutil.rmtree(record_dir, ignore_errors=True)
     originals.mkdir(parents=True)
     files = {}
-    for path, (content, mode) in sorted(changes.items()):
+    for path, (content, _mode) in sorted(changes.items()):
         disk = root / path
         original = disk.read_bytes() if disk.is_file() else None
         if original is not None:
@@ -151,6 +151,13 @@ def _write(root: Path, record_dir: Path, engine: Engine, payload, changes) -> No
             _write_atomic(disk, content, mode)
     record["state"] = "applied"
     write_json_atomic(record_dir / "record.json", record)
+
+
+def _remove_if_only_lock(directory: Path, lock_name: str) -> None:
+    """Leave site-packages as it was: drop our directory once nothing but our lock is left."""
+    if [p.name for p in directory.iterdir()] == [lock_name]:
+        (directory / lock_name).unlink()
+        directory.rmdir()
 
 
 def unapply_installed(engine: Engine, site: Path | None, force: bool) -> dict:
@@ -189,6 +196,7 @@ def unapply_installed(engine: Engine, site: Path | None, force: bool) -> dict:
                 _write_atomic(disk, data, int(info.get("original_mode") or "0o644", 8))
             restored.append(path)
         shutil.rmtree(record_dir)
+        _remove_if_only_lock(root / RECORD_DIR, f"{engine.name}.lock")
         return {"engine": engine.name, "target": str(root), "restored": restored, "status": "unapplied"}
 
 

@@ -19,7 +19,14 @@ from .errors import OverlayError
 from .gitops import merge_file
 from .overlay_files import OverlayFile, manifest_sha256
 from .report import (
-    ALREADY, APPLIED, FAILED, OFFSET, THREE_WAY, FileResult, OverlayFileResult, PatchResult,
+    ALREADY,
+    APPLIED,
+    FAILED,
+    OFFSET,
+    THREE_WAY,
+    FileResult,
+    OverlayFileResult,
+    PatchResult,
 )
 from .series import FilePatch, Patch, parse_author
 from .tree import MODE_FILE, TreeState
