@@ -54,7 +54,7 @@ class OnnxRuntimeVisionGraph(VisionNPUGraph):
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # onnxruntime releases the GIL while it runs.
         results = self.session.run(self._output_names, dict(feeds))
-        return dict(zip(self._output_names, results))
+        return dict(zip(self._output_names, results, strict=True))
 
 
 class OnnxRuntimeVisionBackend(VisionNPUBackend):

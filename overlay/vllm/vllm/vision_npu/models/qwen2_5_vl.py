@@ -44,7 +44,6 @@ from vllm.vision_npu.backend import (
 )
 from vllm.vision_npu.bundle import VisionNPUBundle, bundle_dir_for
 from vllm.vision_npu.models.qwen2_5_vl_graph import (
-    INPUT_NAMES,
     OUTPUT_NAMES,
     PAD_SEGMENT,
     Qwen2_5_VisionGraphConfig,
@@ -205,6 +204,8 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
         return loaded
 
     # ------------------------------------------------------------------ stages
+    # Stages may run on a worker thread, where autograd's mode is not inherited.
+    @torch.no_grad()
     def _pre_ops(
         self, index: int, x: torch.Tensor, grid_thw: tuple[int, int, int], specialization: int
     ) -> _Prepared:
@@ -251,6 +252,7 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
         out = graph.run(prepared.feeds)[OUTPUT_NAMES[0]]
         return out, time.perf_counter() - start
 
+    @torch.no_grad()
     def _post_ops(self, prepared: _Prepared, out: np.ndarray) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
         tokens = prepared.num_patches // self.spatial_merge_unit
@@ -282,10 +284,10 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
             self.bundle.select(
                 n, f"{'Video' if g[0] > 1 else 'Image'} {i} (grid t,h,w={g})"
             ).num_patches
-            for i, (g, n) in enumerate(zip(grids, counts))
+            for i, (g, n) in enumerate(zip(grids, counts, strict=True))
         ]
         pieces = x.split(counts)
-        jobs = list(zip(range(len(grids)), pieces, grids, specs))
+        jobs = list(zip(range(len(grids)), pieces, grids, specs, strict=True))
         if self.async_pipeline and len(jobs) > 1:
             outputs, timings = self._run_pipelined(jobs)
         else:

@@ -1,0 +1,435 @@
+"""The NPU vision tower of the patched vLLM against the stock tower, on the CPU.
+
+Every accuracy case runs the same random weights through vLLM's own
+Qwen2_5_VisionTransformer and through Qwen2_5_VisionTransformerNPU with the
+`onnxrt` backend (the exported ONNX device graphs run by onnxruntime).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SIZES
+
+
+def compare(stock_tower, npu_tower, grid, seed=0):
+    from tiny_qwen2_5_vl import pixel_values
+
+    x = pixel_values(grid, seed)
+    with torch.no_grad():
+        ref = stock_tower(x, grid_thw=grid)
+        out = npu_tower(x, grid_thw=grid)
+    assert out.shape == ref.shape
+    assert out.dtype == ref.dtype
+    cosine = torch.nn.functional.cosine_similarity(
+        ref.double().flatten(), out.double().flatten(), dim=0
+    ).item()
+    max_abs = (ref - out).abs().max().item()
+    return ref, out, cosine, max_abs
+
+
+# -------------------------------------------------------------- the series
+
+def test_patched_vllm_is_under_test():
+    import vllm
+    import vllm.envs as envs
+    import vllm.vision_npu
+    from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VLForConditionalGeneration
+
+    vllm_dir = Path(vllm.__file__).resolve().parent
+    assert Path(vllm.vision_npu.__file__).resolve().parent == vllm_dir / "vision_npu"
+    assert "build_qwen2_5_vision_transformer(" in inspect.getsource(
+        Qwen2_5_VLForConditionalGeneration.__init__
+    )
+    assert "VLLM_VISION_NPU_BACKEND" in envs.environment_variables
+
+
+# -------------------------------------------------------------- accuracy
+
+CASES = {
+    "exact fit": ([[1, 8, 8]], [64]),
+    "padding (small)": ([[1, 6, 10]], [64]),
+    "padding (medium)": ([[1, 12, 14]], [256]),
+    "partial windows": ([[1, 10, 22]], [256]),
+    "exact fit (largest)": ([[1, 24, 24]], [576]),
+    "multi-image": ([[1, 8, 8], [1, 12, 14], [1, 20, 28], [1, 6, 10]], [64, 256, 576, 64]),
+    "video t=2": ([[2, 8, 12]], [256]),
+    "video t=4 exact": ([[4, 8, 8]], [256]),
+    "two videos": ([[2, 6, 10], [3, 10, 14]], [256, 576]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_npu_tower_matches_stock(case, stock, npu_tower, record_accuracy):
+    grid, expected_specs = CASES[case]
+    ref, out, cosine, max_abs = compare(stock[0], npu_tower, grid)
+    specs = [t.specialization for t in npu_tower.last_timings]
+    record_accuracy(case, str(grid), str(specs), cosine, max_abs, ref.abs().max().item())
+    assert specs == expected_specs, "smallest fitting specialization per item"
+    assert cosine >= 0.999
+    assert max_abs <= 1e-3 * ref.abs().max().item()
+
+
+def test_per_item_embeddings_through_the_patched_model(stock, npu_tower):
+    """The split done by Qwen2_5_VLForConditionalGeneration._process_image_input
+    (what the v1 encoder cache stores per item), then slices of each item as
+    chunked prefill gathers them per scheduled window."""
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VLForConditionalGeneration
+
+    grid = [[1, 8, 8], [1, 12, 14], [1, 20, 28]]
+    image_input = {
+        "type": "pixel_values",
+        "pixel_values": pixel_values(grid, seed=3),
+        "image_grid_thw": torch.tensor(grid),
+    }
+    process = Qwen2_5_VLForConditionalGeneration._process_image_input
+    with torch.no_grad():
+        ref_items = process(types.SimpleNamespace(visual=stock[0], use_data_parallel=False), image_input)
+        npu_items = process(types.SimpleNamespace(visual=npu_tower, use_data_parallel=False), image_input)
+    assert [t.shape for t in npu_items] == [t.shape for t in ref_items] == [
+        (16, 48), (42, 48), (140, 48)
+    ]
+    for ref, out in zip(ref_items, npu_items, strict=True):
+        for start, end in ((0, 5), (5, ref.shape[0] // 2), (ref.shape[0] // 2, ref.shape[0])):
+            torch.testing.assert_close(out[start:end], ref[start:end], rtol=1e-4, atol=1e-5)
+
+
+def test_padding_cannot_leak_into_real_tokens(npu_tower):
+    """Garbage in the padded rows leaves real outputs unchanged; the same
+    garbage with the padding mask removed does change them (so the test can fail)."""
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.vision_npu.models.qwen2_5_vl_graph import OUTPUT_NAMES
+
+    grid = (1, 12, 14)  # 168 patches in the 256 specialization
+    prepared = npu_tower._pre_ops(0, pixel_values([list(grid)]), grid, 256)
+    graph = npu_tower._graphs[256]
+    n_real, tokens = 168, 168 // 4
+    clean = graph.run(prepared.feeds)[OUTPUT_NAMES[0]][:tokens]
+
+    rng = np.random.default_rng(0)
+    dirty = {k: v.copy() for k, v in prepared.feeds.items()}
+    for name in ("hidden_states", "rotary_cos", "rotary_sin"):
+        dirty[name][n_real:] = rng.normal(0, 100, dirty[name][n_real:].shape)
+    masked = graph.run(dirty)[OUTPUT_NAMES[0]][:tokens]
+    np.testing.assert_array_equal(masked, clean)
+
+    for name in ("full_attn_segments", "window_attn_segments"):
+        dirty[name][n_real:] = dirty[name][0]  # padding joins a real segment
+    leaked = graph.run(dirty)[OUTPUT_NAMES[0]][:tokens]
+    assert np.abs(leaked - clean).max() > 1e-3
+
+
+def test_result_does_not_depend_on_specialization(npu_tower):
+    from tiny_qwen2_5_vl import pixel_values
+
+    grid = (1, 8, 8)
+    x = pixel_values([list(grid)], seed=7)
+    outs = []
+    for size in SIZES:
+        prepared = npu_tower._pre_ops(0, x, grid, size)
+        out, _ = npu_tower._device_run(prepared)
+        outs.append(npu_tower._post_ops(prepared, out)[0])
+    for other in outs[1:]:
+        torch.testing.assert_close(other, outs[0], rtol=1e-5, atol=1e-6)
+
+
+def test_async_pipeline_gives_the_same_result(make_npu_tower, npu_tower):
+    from tiny_qwen2_5_vl import pixel_values
+
+    piped = make_npu_tower(async_pipeline=True)
+    grid = [[1, 12, 14], [1, 8, 8], [2, 8, 12], [1, 20, 28]]
+    x = pixel_values(grid, seed=5)
+    with torch.no_grad():
+        sequential = npu_tower(x, grid_thw=grid)
+        pipelined = piped(x, grid_thw=grid)
+    assert torch.equal(pipelined, sequential)
+    assert [t.grid_thw for t in piped.last_timings] == [tuple(g) for g in grid]
+    assert piped._pre_executor is not None  # the pipelined path really ran
+
+
+def test_timing_logs_every_stage(make_npu_tower):
+    from tiny_qwen2_5_vl import pixel_values
+
+    tower = make_npu_tower(timing=True)
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    logger = logging.getLogger("vllm.vision_npu.models.qwen2_5_vl")
+    handler = Collect(level=logging.INFO)
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # vLLM's logging config sets INFO when it runs
+    try:
+        grid = [[1, 8, 8], [1, 6, 10]]
+        with torch.no_grad():
+            tower(pixel_values(grid), grid_thw=grid)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [r.getMessage() for r in records if "vision_npu item" in r.getMessage()]
+    assert len(lines) == 2
+    for stage in ("pre=", "device=", "post=", "spec=64"):
+        assert all(stage in line for line in lines)
+
+
+# -------------------------------------------------------------- errors
+
+def test_oversize_image_is_a_clear_error(npu_tower):
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.vision_npu.backend import VisionNPUInputTooLargeError
+
+    grid = [[1, 8, 8], [1, 26, 26]]  # the second image: 676 patches > 576
+    with pytest.raises(VisionNPUInputTooLargeError) as info:
+        npu_tower(pixel_values(grid), grid_thw=grid)
+    message = str(info.value)
+    assert "Image 1" in message and "(1, 26, 26)" in message and "676 patches" in message
+    assert "64, 256, 576" in message
+
+
+def test_oversize_video_is_a_clear_error(npu_tower):
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.vision_npu.backend import VisionNPUInputTooLargeError
+
+    grid = [[6, 10, 10]]  # 600 patches
+    with pytest.raises(VisionNPUInputTooLargeError, match=r"Video 0 \(grid t,h,w=\(6, 10, 10\)\) has 600 patches"):
+        npu_tower(pixel_values(grid), grid_thw=grid)
+
+
+def test_backend_unset_builds_the_stock_tower(monkeypatch, tiny, vision_config, stock):
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VisionTransformer
+    from vllm.vision_npu import build_qwen2_5_vision_transformer
+
+    monkeypatch.delenv("VLLM_VISION_NPU_BACKEND", raising=False)
+    tower = build_qwen2_5_vision_transformer(vision_config=vision_config, norm_eps=1e-6, prefix="visual")
+    assert type(tower) is Qwen2_5_VisionTransformer
+    with torch.no_grad():
+        tower.load_state_dict(stock[1])
+    tiny.finish_loading(tower)
+    grid = [[1, 12, 14], [2, 8, 8]]
+    x = pixel_values(grid, seed=11)
+    with torch.no_grad():
+        assert torch.equal(tower(x, grid_thw=grid), stock[0](x, grid_thw=grid))
+
+
+def test_backend_set_builds_the_npu_tower(monkeypatch, vision_config, bundle_cache):
+    from vllm.vision_npu import build_qwen2_5_vision_transformer
+    from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
+
+    monkeypatch.setenv("VLLM_VISION_NPU_BACKEND", "onnxrt")
+    monkeypatch.setenv("VLLM_VISION_NPU_CACHE", str(bundle_cache))
+    monkeypatch.setenv("VLLM_NPU_ASYNC_PIPELINE", "1")
+    tower = build_qwen2_5_vision_transformer(vision_config=vision_config, norm_eps=1e-6, prefix="visual")
+    assert isinstance(tower, Qwen2_5_VisionTransformerNPU)
+    assert tower.npu_backend.name == "onnxrt" and tower.async_pipeline
+    assert tower.bundle.sizes == list(SIZES)
+
+
+def test_unknown_backend_names_the_choices(vision_config, bundle_cache):
+    from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
+
+    with pytest.raises(ValueError, match="available backends: flexmlrt, onnxrt"):
+        Qwen2_5_VisionTransformerNPU(vision_config, backend="tpu9", cache_dir=str(bundle_cache))
+
+
+def test_missing_bundle_is_a_clear_error(tmp_path, make_npu_tower):
+    from vllm.vision_npu.backend import VisionNPUBundleError
+
+    with pytest.raises(VisionNPUBundleError) as info:
+        make_npu_tower(cache_dir=tmp_path)
+    assert "No vision NPU bundle" in str(info.value)
+    assert str(tmp_path) in str(info.value)
+    assert "python -m vllm.vision_npu.export" in str(info.value)
+
+
+def _copy_bundle(bundle_cache: Path, dest: Path) -> Path:
+    (src,) = [p.parent for p in bundle_cache.rglob("manifest.json")]
+    shutil.copytree(src, dest)
+    return dest
+
+
+def test_truncated_bundle_is_a_clear_error(tmp_path, bundle_cache, make_npu_tower):
+    from vllm.vision_npu.backend import VisionNPUBundleError
+
+    bundle = _copy_bundle(bundle_cache, tmp_path / "bundle")
+    weights = bundle / "weights.bin"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    with pytest.raises(VisionNPUBundleError, match="weights.bin is .* bytes, the manifest says .*truncated"):
+        make_npu_tower(cache_dir=bundle)
+
+
+def test_wrong_shape_bundle_is_a_clear_error(tmp_path, bundle_cache, make_npu_tower):
+    from vllm.vision_npu.backend import VisionNPUBundleError
+
+    bundle = _copy_bundle(bundle_cache, tmp_path / "bundle")
+    shutil.copy(bundle / "vision_n256.onnx", bundle / "vision_n64.onnx")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = manifest["specializations"][0]["artifacts"]["onnxrt"]
+    entry["size"] = (bundle / "vision_n64.onnx").stat().st_size
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VisionNPUBundleError, match="does not have the shapes of a 64-patch specialization"):
+        make_npu_tower(cache_dir=bundle)
+
+
+def test_bundle_of_other_weights_is_a_clear_error(tiny, stock, make_npu_tower):
+    from vllm.vision_npu.backend import VisionNPUBundleError
+
+    other = {k: v.clone() for k, v in stock[1].items()}
+    other["blocks.2.mlp.down_proj.weight"] += 0.5
+    with pytest.raises(VisionNPUBundleError, match="exported from different weights"):
+        make_npu_tower(state=other)
+
+
+def test_bundle_weights_are_memory_mapped(npu_tower):
+    weights = str(npu_tower.bundle.directory / "weights.bin")
+    with open("/proc/self/maps") as f:
+        assert any(line.rstrip().endswith(weights) for line in f)
+
+
+def test_missing_bridge_is_a_clear_error(monkeypatch, vision_config, bundle_cache):
+    from vllm.vision_npu.backend import VisionNPUBackendUnavailableError
+    from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
+
+    monkeypatch.setitem(sys.modules, "flexmlrt_bridge", None)  # import fails
+    with pytest.raises(VisionNPUBackendUnavailableError) as info:
+        Qwen2_5_VisionTransformerNPU(vision_config, backend="flexmlrt", cache_dir=str(bundle_cache))
+    message = str(info.value)
+    assert "flexmlrt_bridge" in message and "pip install ./bridge" in message
+    assert "VLLM_VISION_NPU_BACKEND=onnxrt" in message
+
+
+class _FakeSpec:
+    def __init__(self, name, dtype, shape):
+        self.name, self.dtype, self.shape = name, dtype, tuple(shape)
+
+
+def _fake_bridge(sdk: bool):
+    """A stand-in for flexmlrt_bridge with its Python API, running the ONNX
+    artifact with onnxruntime, to test the adapter (not the NPU)."""
+    import onnxruntime
+
+    calls = []
+
+    class Session:
+        def __init__(self, path, *, runtime="auto", device="stx", **_):
+            calls.append((path, runtime, device))
+            self._s = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+            types_ = {"tensor(float)": "float32", "tensor(int64)": "int64"}
+            self.inputs = tuple(_FakeSpec(i.name, types_[i.type], i.shape) for i in self._s.get_inputs())
+            self.outputs = tuple(_FakeSpec(o.name, types_[o.type], o.shape) for o in self._s.get_outputs())
+            self._buffer = None
+
+        def run(self, inputs, outputs=None):
+            (result,) = self._s.run(None, inputs)
+            if self._buffer is None:
+                self._buffer = np.empty_like(result)
+            self._buffer[...] = result  # like the bridge: a reused output buffer
+            return {self.outputs[0].name: self._buffer}
+
+    module = types.ModuleType("flexmlrt_bridge")
+    module.Session = Session
+    module.RuntimeUnavailableError = RuntimeError
+    module.flexmlrt_available = lambda: sdk
+    module.calls = calls
+    return module
+
+
+def test_flexmlrt_adapter_with_a_fake_bridge(monkeypatch, tmp_path, bundle_cache, vision_config, stock, tiny, npu_tower):
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.vision_npu.backend import VisionNPUBackendUnavailableError, create_vision_npu_backend
+    from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
+
+    bundle = _copy_bundle(bundle_cache, tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for spec in manifest["specializations"]:  # the "compiled" artifact: the ONNX itself
+        spec["artifacts"]["flexmlrt"] = spec["artifacts"]["onnxrt"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+    monkeypatch.setitem(sys.modules, "flexmlrt_bridge", _fake_bridge(sdk=False))
+    with pytest.raises(VisionNPUBackendUnavailableError, match="built without the FlexMLRT SDK"):
+        create_vision_npu_backend("flexmlrt")
+
+    bridge = _fake_bridge(sdk=True)
+    monkeypatch.setitem(sys.modules, "flexmlrt_bridge", bridge)
+    tower = Qwen2_5_VisionTransformerNPU(
+        vision_config, norm_eps=1e-6, prefix="visual", backend="flexmlrt", cache_dir=str(bundle)
+    )
+    with torch.no_grad():
+        tower.load_state_dict(stock[1])
+    tiny.finish_loading(tower)
+    assert [c[1:] for c in bridge.calls] == [("flexmlrt", "stx")] * len(SIZES)
+    grid = [[1, 8, 8], [1, 12, 14]]  # two runs on the same 64 / 256 sessions
+    x = pixel_values(grid, seed=2)
+    with torch.no_grad():
+        via_bridge = tower(x, grid_thw=grid)
+        via_onnxrt = npu_tower(x, grid_thw=grid)
+    torch.testing.assert_close(via_bridge, via_onnxrt, rtol=0, atol=0)
+
+
+# -------------------------------------------------------------- export CLI
+
+def test_export_cli_from_a_checkpoint_then_load_weights(tmp_path, tiny, vision_config, stock, record_accuracy):
+    """`python -m vllm.vision_npu.export` on a local HF-format checkpoint, then
+    the NPU tower loads the same checkpoint through vLLM's load_weights."""
+    from safetensors.torch import save_file
+    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLConfig
+    from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
+
+    model_dir = tmp_path / "tiny-qwen2.5-vl"
+    config = Qwen2_5_VLConfig(
+        vision_config=vision_config.to_dict(),
+        text_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=256,
+                         rms_norm_eps=1e-6),
+    )
+    config.save_pretrained(model_dir)
+    checkpoint = tiny.hf_checkpoint_state(stock[1])
+    save_file(checkpoint, str(model_dir / "model.safetensors"))
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "VLLM_VISION_NPU_CACHE": str(cache)}
+    result = subprocess.run(
+        [sys.executable, "-m", "vllm.vision_npu.export", "--model", str(model_dir),
+         "--sizes", "256,64", "--format", "json"],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["sizes"] == [64, 256]
+    assert Path(report["bundle"]).parent.parent == cache
+
+    tower = Qwen2_5_VisionTransformerNPU(
+        vision_config, norm_eps=1e-6, prefix="visual", backend="onnxrt", cache_dir=str(cache)
+    )
+    prefix = "model.visual."
+    loaded = tower.load_weights((k[len(prefix):], v) for k, v in checkpoint.items())
+    assert "blocks.0.mlp.gate_up_proj.weight" in loaded
+    tiny.finish_loading(tower)
+    grid = [[1, 12, 14], [1, 6, 6]]
+    ref, out, cosine, max_abs = compare(stock[0], tower, grid, seed=9)
+    record_accuracy("CLI export + load", str(grid), str([t.specialization for t in tower.last_timings]),
+                    cosine, max_abs, ref.abs().max().item())
+    assert cosine >= 0.999
+
+    again = subprocess.run(
+        [sys.executable, "-m", "vllm.vision_npu.export", "--model", str(model_dir), "--sizes", "64"],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    assert again.returncode == 2 and "already holds a bundle" in again.stderr
