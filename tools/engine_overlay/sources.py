@@ -14,15 +14,8 @@ import os
 import shutil
 import stat
 import sys
-import tarfile
-import urllib.error
-import urllib.parse
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import platformdirs
 
 from . import gitops
 from .config import Engine, Pin
@@ -47,7 +40,11 @@ class FetchResult:
 
 def cache_dir() -> Path:
     env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path(platformdirs.user_cache_dir("engine-overlay"))
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("engine-overlay"))
 
 
 def upstream_tag(engine: str, version: str) -> str:
@@ -68,6 +65,10 @@ def sha256_file(path: Path) -> str:
 
 def _index_entry(index: str, project: str, filename: str) -> dict:
     """Find *filename* in the index's simple JSON API (PEP 691) with its digest."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
     url = f"{index.rstrip('/')}/simple/{project}/"
     request = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     try:
@@ -86,6 +87,9 @@ def _index_entry(index: str, project: str, filename: str) -> dict:
 
 
 def _download(url: str, dest: Path, expected: str, size: int | None) -> None:
+    import urllib.error
+    import urllib.request
+
     part = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
     show = sys.stderr.isatty()
@@ -146,6 +150,8 @@ def ensure_archive(engine: Engine, pin: Pin) -> tuple[Path, bool]:
 
 
 def _extract_tar(archive: Path, dest: Path) -> None:
+    import tarfile
+
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(dest, filter="data")
@@ -155,6 +161,8 @@ def _extract_tar(archive: Path, dest: Path) -> None:
 
 
 def _extract_zip(archive: Path, dest: Path) -> None:
+    import zipfile
+
     root = dest.resolve()
     try:
         with zipfile.ZipFile(archive) as zf:
