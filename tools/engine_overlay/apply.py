@@ -9,6 +9,7 @@ A run killed at any point leaves the original state or a journal that
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,11 +185,12 @@ def target_for(engine: Engine, pin: Pin, checkout: Path | None) -> tuple[Path, s
 
 
 def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind: str,
-              base_check=None) -> Report:
+              base_check=None, locked: bool = False) -> Report:
+    """Apply onto a git target; *locked* when the caller already holds the target's lock."""
     root = gitops.work_root(repo)
     branch = opts.branch or default_branch(payload.label, payload.version)
     report = Report("apply", payload.label, payload.version, str(root), target_kind, "checked", branch)
-    with TargetLock(_state_dir(repo) / "lock", str(root)):
+    with contextlib.nullcontext() if locked else TargetLock(_state_dir(repo) / "lock", str(root)):
         journal = read_journal(repo)
         if journal is not None:
             raise _unfinished(repo, journal)

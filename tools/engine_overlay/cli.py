@@ -246,6 +246,114 @@ def _run_markers(report, check, tree: Path) -> None:
         report.status = "failed"
 
 
+@cli.command("preview-upgrade")
+@click.argument("engine")
+@click.option("--to", "to_version", required=True, help="The pinned version to move to.")
+@click.option("--from", "from_version", help="The version the series is on (default: the engine's `version`).")
+def preview_upgrade(engine, to_version, from_version) -> None:
+    """Read-only: how the series would fare on another pin, per patch and per hunk."""
+    from .upgrade import preview
+
+    project = _project()
+    eng = project.engine(engine)
+    result = preview(project, eng, to_version, from_version, _marker_check(eng))
+
+    def human(console):
+        render(result.report, console)
+        for touch in result.touched:
+            console.print(f"upstream-touched: {touch.patch} {touch.file} hunk #{touch.hunk}: {touch.what}",
+                          markup=False)
+        for suggestion in result.suggestions:
+            console.print(f"suggestion: {suggestion}", markup=False)
+
+    ui.emit("preview-upgrade", result, human)
+    if result.report.status != "clean":
+        raise click.exceptions.Exit(EXIT_CHECK_FAILED)
+
+
+@cli.command()
+@click.argument("engine")
+@click.option("--to", "to_version", help="The pinned version to move to.")
+@click.option("--from", "from_version", help="The version the series is on (default: the engine's `version`).")
+@click.option("--checkout", type=click.Path(file_okay=False, path_type=Path),
+              help="Your fork (must have the new upstream tag); default: the fetched new tree.")
+@click.option("--continue", "do_continue", is_flag=True, help="Commit your fix of the stopped patch and go on.")
+@click.option("--skip", "do_skip", is_flag=True, help="Leave the stopped patch out and go on.")
+@click.option("--abort", "do_abort", is_flag=True, help="Restore everything as before the upgrade.")
+def upgrade(engine, to_version, from_version, checkout, do_continue, do_skip, do_abort) -> None:
+    """Move the series to a new pin: apply what applies, stop at conflicts like `git am`."""
+    from .upgrade import resume_upgrade, start_upgrade
+
+    project = _project()
+    eng = project.engine(engine)
+    actions = [a for a, on in (("continue", do_continue), ("skip", do_skip), ("abort", do_abort)) if on]
+    if len(actions) > 1:
+        raise click.UsageError("--continue, --skip and --abort exclude each other")
+    if actions:
+        result = resume_upgrade(project, eng, checkout, actions[0], to_version)
+    elif not to_version:
+        raise click.UsageError("missing --to VERSION")
+    else:
+        result = start_upgrade(project, eng, to_version, checkout, from_version)
+
+    def human(console):
+        if "report" in result:
+            render(result["report"], console)
+        for name, reason in result.get("dropped", []):
+            console.print(f"dropped {name}: {reason}", markup=False)
+        console.print(result.get("message", result["status"]), markup=False)
+
+    data = {k: v for k, v in result.items() if k != "state"}
+    ui.emit("upgrade", data, human)
+    if result["status"] == "conflict":
+        raise click.exceptions.Exit(EXIT_CHECK_FAILED)
+
+
+@cli.command()
+@click.argument("engine")
+@click.option("--checkout", type=click.Path(file_okay=False, path_type=Path),
+              help="The checkout holding the overlay branch (default: the fetched tree).")
+@click.option("--version", "version", help="Pinned version (default: the engine's `version`).")
+@click.option("--branch", help="Overlay branch (default overlay/<engine>-<version>).")
+def export(engine, checkout, version, branch) -> None:
+    """Regenerate patches/<engine>/ from the overlay branch's commits (churn-free)."""
+    from .apply import default_branch
+    from .export import export as do_export
+
+    eng = _project().engine(engine)
+    pin = eng.pin(version)
+    path, _ = target_for(eng, pin, checkout)
+    result = do_export(gitops.open_repo(path), eng.name, eng.series, branch or default_branch(eng.name, pin.version))
+
+    def human(console):
+        console.print(f"{len(result.written)} patch(es) rewritten, {len(result.unchanged)} unchanged, "
+                      f"{len(result.added)} added, {len(result.removed)} removed from the series", markup=False)
+        for name in result.written + result.added:
+            console.print(f"  wrote {name}", markup=False)
+
+    ui.emit("export", result, human)
+
+
+@cli.command("diff-upstream")
+@click.argument("engine")
+@click.option("--from", "from_version", required=True)
+@click.option("--to", "to_version", required=True)
+@click.argument("paths", nargs=-1)
+def diff_upstream_cmd(engine, from_version, to_version, paths) -> None:
+    """What upstream changed between two pins in the files the series and overlay touch."""
+    from .upgrade import diff_upstream
+
+    result = diff_upstream(_project().engine(engine), from_version, to_version, list(paths) or None)
+
+    def human(console):
+        for item in result["files"]:
+            console.out(item["diff"], end="", highlight=False)
+        console.print(f"{len(result['files'])} of {len(result['paths'])} touched file(s) changed upstream "
+                      f"between {from_version} and {to_version}", markup=False)
+
+    ui.emit("diff-upstream", result, human)
+
+
 def _register_optional() -> None:
     """Commands that live in their own subpackages."""
     try:

@@ -343,3 +343,12 @@ def write_pin(path: Path, engine: str, version: str, source: dict, make_default:
     tmp = path.with_suffix(".toml.tmp")
     tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
     tmp.replace(path)
+
+
+def set_default_version(path: Path, engine: str, version: str) -> None:
+    """Make an existing pin the engine's default, keeping comments and order."""
+    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+    doc[engine]["version"] = version
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,173 @@
+"""preview-upgrade / upgrade / export / diff-upstream on synthetic upstream releases.
+
+The upstream is a real git repository with tags v1.0 and v2.0; the engine pins
+both as git sources, so `overlay fetch` clones it like any remote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import diff_of, git, make_repo, write_patch
+
+
+def module(name: str, body: str = "", extra_top: str = "") -> str:
+    lines = [extra_top] if extra_top else []
+    lines += [f"# {name} line {i}" for i in range(1, 21)]
+    lines += ["def f(x):", "    a = 1", "    b = 2", "    c = 3", "    d = 4", "    e = 5", "    g = 6",
+              "    h = 7", "    i = 8", body or "    return x", ""]
+    return "\n".join(lines) + "\n"
+
+
+V1 = {"pkg/a.py": module("a"), "pkg/b.py": module("b"), "pkg/c.py": module("c"), "pkg/d.py": module("d"),
+      "pkg/e.py": module("e")}
+
+
+@pytest.fixture
+def scenario(tmp_path):
+    up = make_repo(tmp_path / "upstream", V1, tag="v1.0")
+    patches = {
+        "0001-clean.patch": diff_of(up, "pkg/a.py", V1["pkg/a.py"].replace("# a line 5", "# a line five"), "a"),
+        "0002-offset.patch": diff_of(up, "pkg/b.py", V1["pkg/b.py"].replace("# b line 10", "# b line ten"), "b"),
+        "0003-conflict.patch": diff_of(up, "pkg/c.py", V1["pkg/c.py"].replace("# c line 7", "# c line SEVEN"), "c"),
+        "0004-merged.patch": diff_of(up, "pkg/d.py", V1["pkg/d.py"].replace("# d line 3", "# d line three"), "d"),
+        "0005-touched.patch": diff_of(up, "pkg/e.py", V1["pkg/e.py"].replace("    i = 8", "    i = 88"), "e"),
+    }
+    v2 = dict(V1)
+    v2["pkg/b.py"] = module("b", extra_top="# new upstream header\n# two lines")
+    v2["pkg/c.py"] = V1["pkg/c.py"].replace("# c line 7", "# c line 7 (upstream)")
+    v2["pkg/d.py"] = V1["pkg/d.py"].replace("# d line 3", "# d line three")
+    v2["pkg/e.py"] = V1["pkg/e.py"].replace("    a = 1", "    a = 100")  # same function, far away
+    for path, content in v2.items():
+        (up / path).write_text(content)
+    git(up, "commit", "-qam", "release 2.0")
+    git(up, "tag", "v2.0")
+    c1, c2 = git(up, "rev-parse", "v1.0^{commit}").strip(), git(up, "rev-parse", "v2.0^{commit}").strip()
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "VERSIONS.toml").write_text(f"""# the engine under test
+[eng]
+version = "1.0"  # default pin
+[eng.pins."1.0"]
+kind = "git"
+url = "{up}"
+tag = "v1.0"
+commit = "{c1}"
+[eng.pins."2.0"]
+kind = "git"
+url = "{up}"
+tag = "v2.0"
+commit = "{c2}"
+""")
+    series_dir = project / "patches" / "eng"
+    for name, diff in patches.items():
+        write_patch(series_dir, name, diff)
+    (series_dir / "series").write_text("# eng series\n" + "".join(f"{n}\n" for n in patches))
+    return project
+
+
+def test_preview_predicts_every_outcome(scenario, run_cli):
+    before = (scenario / "VERSIONS.toml").read_text()
+    assert run_cli("fetch", "eng", project=scenario)[0] == 0
+    code, out, data = run_cli("--format", "json", "preview-upgrade", "eng", "--to", "2.0", project=scenario)
+    assert code == 1, out
+    statuses = {p["name"]: p["status"] for p in data["report"]["patches"]}
+    assert statuses == {"0001-clean.patch": "applied", "0002-offset.patch": "offset",
+                        "0003-conflict.patch": "failed", "0004-merged.patch": "already-applied",
+                        "0005-touched.patch": "applied"}
+    offset = data["report"]["patches"][1]["files"][0]["hunks"][0]["offset"]
+    assert offset == 2
+    touched = {(t["patch"], t["what"]) for t in data["touched"]}
+    assert ("0005-touched.patch", "function f changed upstream") in touched
+    assert not any(t["patch"] == "0001-clean.patch" for t in data["touched"])
+    assert any("drop 0004-merged.patch" in s for s in data["suggestions"])
+    # read-only: nothing in the project or the fetched trees changed
+    assert (scenario / "VERSIONS.toml").read_text() == before
+    code, out, data2 = run_cli("--format", "json", "fetch", "eng", "--version", "2.0", project=scenario)
+    tree = Path(data2["tree"])
+    assert not [b for b in git(tree, "branch", "--format=%(refname:short)").split() if b.startswith("overlay")]
+    assert git(tree, "status", "--porcelain") == ""
+
+    # the upgrade meets exactly what the preview predicted
+    code, out, result = run_cli("--format", "json", "upgrade", "eng", "--to", "2.0", project=scenario)
+    assert code == 1 and result["status"] == "conflict" and result["patch"] == "0003-conflict.patch"
+    conflicted = (tree / "pkg/c.py").read_text()
+    assert "<<<<<<< upstream" in conflicted and ">>>>>>> 0003-conflict.patch" in conflicted
+    code, out, _ = run_cli("upgrade", "eng", "--continue", project=scenario)
+    assert code == 1 and "unresolved: pkg/c.py" in out  # markers still there
+    (tree / "pkg/c.py").write_text(V1["pkg/c.py"].replace("# c line 7", "# c line SEVEN (upstream)"))
+    code, out, result = run_cli("--format", "json", "upgrade", "eng", "--continue", project=scenario)
+    assert code == 0, out
+    assert result["status"] == "upgraded" and result["done"] == [
+        "0001-clean.patch", "0002-offset.patch", "0003-conflict.patch", "0005-touched.patch"]
+    assert result["dropped"] == [["0004-merged.patch", "already upstream in eng 2.0"]]
+    versions = (scenario / "VERSIONS.toml").read_text()
+    assert 'version = "2.0"  # default pin' in versions and versions.startswith("# the engine under test")
+    series = (scenario / "patches/eng/series").read_text()
+    assert "# dropped 0004-merged.patch: already upstream in eng 2.0" in series
+    assert not (scenario / "patches/eng/0004-merged.patch").exists()
+    refreshed = (scenario / "patches/eng/0003-conflict.patch").read_text()
+    assert "+# c line SEVEN (upstream)" in refreshed and refreshed.startswith("From 0000000000000000000000000000000")
+    assert "Upstream-Status: Pending" in refreshed
+    # the branch was rebuilt from the refreshed series: status is clean on the new pin
+    code, out, status = run_cli("--format", "json", "status", "eng", project=scenario)
+    assert code == 0, out
+    assert {p["status"] for p in status["patches"]} == {"applied"}
+    # export of the unchanged branch: zero diff, twice
+    snapshot = {p.name: p.read_bytes() for p in (scenario / "patches/eng").iterdir()}
+    for _ in range(2):
+        assert run_cli("export", "eng", project=scenario)[0] == 0
+        assert {p.name: p.read_bytes() for p in (scenario / "patches/eng").iterdir()} == snapshot
+
+
+def test_abort_after_manual_edit_keeps_the_edit(scenario, run_cli):
+    run_cli("fetch", "eng", "--version", "2.0", project=scenario)
+    code, out, result = run_cli("--format", "json", "upgrade", "eng", "--to", "2.0", project=scenario)
+    assert code == 1
+    tree = Path(run_cli("--format", "json", "fetch", "eng", "--version", "2.0", project=scenario)[2]["tree"])
+    (tree / "pkg/c.py").write_text("my careful half-done resolution\n")
+    code, out, result = run_cli("--format", "json", "upgrade", "eng", "--abort", project=scenario)
+    assert code == 0 and result["status"] == "aborted"
+    assert git(tree, "rev-parse", "--abbrev-ref", "HEAD").strip() == "upstream"
+    assert git(tree, "status", "--porcelain") == ""
+    assert "overlay/eng-2.0" not in git(tree, "branch")
+    saved = result["saved"]
+    assert git(tree, "show", f"{saved}:pkg/c.py") == "my careful half-done resolution\n"
+    assert 'version = "1.0"' in (scenario / "VERSIONS.toml").read_text()
+
+
+def test_skip_leaves_the_patch_out_and_says_so(scenario, run_cli):
+    code, _, _ = run_cli("upgrade", "eng", "--to", "2.0", project=scenario)
+    assert code == 1
+    code, out, result = run_cli("--format", "json", "upgrade", "eng", "--skip", project=scenario)
+    assert code == 0, out
+    assert "0003-conflict.patch" not in result["done"]
+    series = (scenario / "patches/eng/series").read_text()
+    assert "# skipped 0003-conflict.patch during the upgrade to 2.0" in series
+
+
+def test_diff_upstream_shows_only_touched_files(scenario, run_cli):
+    code, out, data = run_cli("--format", "json", "diff-upstream", "eng", "--from", "1.0", "--to", "2.0",
+                              project=scenario)
+    assert code == 0, out
+    changed = {f["path"] for f in data["files"]}
+    assert changed == {"pkg/b.py", "pkg/c.py", "pkg/d.py", "pkg/e.py"}  # a.py unchanged upstream
+    c_diff = next(f["diff"] for f in data["files"] if f["path"] == "pkg/c.py")
+    assert "-# c line 7\n+# c line 7 (upstream)" in c_diff
+
+
+def test_export_after_hand_commit_adds_a_patch(scenario, run_cli):
+    assert run_cli("fetch", "eng", project=scenario)[0] == 0
+    code, out, data = run_cli("--format", "json", "fetch", "eng", project=scenario)
+    tree = Path(data["tree"])
+    assert run_cli("apply", "eng", project=scenario)[0] == 0
+    (tree / "pkg/a.py").write_text((tree / "pkg/a.py").read_text() + "# a downstream addition\n")
+    git(tree, "commit", "-qam", "Add a downstream line to a.py")
+    code, out, result = run_cli("--format", "json", "export", "eng", project=scenario)
+    assert code == 0, out
+    assert result["added"] == ["0006-Add-a-downstream-line-to-a-py.patch"]
+    new = (scenario / "patches/eng" / result["added"][0]).read_text()
+    assert "Subject: [PATCH] Add a downstream line to a.py" in new and "+# a downstream addition" in new
+    assert (scenario / "patches/eng/series").read_text().splitlines()[-1] == result["added"][0]

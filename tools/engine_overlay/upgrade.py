@@ -1,0 +1,446 @@
+"""Moving a series to a new upstream pin: read-only preview, guided upgrade, upstream diff.
+
+The preview applies the series for real, but in a throwaway clone of the new
+upstream tree (objects shared, the old tree's objects as an alternate for
+3-way bases), so its per-patch outcome is what `overlay upgrade` will meet.
+The upgrade itself works like `git am`: one patch at a time on a new branch,
+stopping at a conflict with its state in `.git/engine-overlay/upgrade.json`
+for `--continue`, `--skip` or `--abort`.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+
+from . import gitops, sources
+from .apply import (
+    ApplyOptions,
+    Payload,
+    apply_git,
+    default_branch,
+    engine_payload,
+    read_journal,
+)
+from .config import Engine, Project
+from .errors import CheckFailed, OverlayError
+from .locking import TargetLock, read_json, write_json_atomic
+from .plan import commit_message, patch_when, plan
+from .report import ALREADY, FAILED, OK_PATCH, PatchResult, Report
+from .series import Patch, parse_author, parse_patch
+from .tree import TreeState
+
+
+@dataclass
+class UpstreamTouch:
+    patch: str
+    file: str
+    hunk: int
+    what: str  # e.g. "function Foo.bar changed" / "lines 10-20 changed"
+
+
+@dataclass
+class Preview:
+    engine: str
+    from_version: str
+    to_version: str
+    report: Report
+    touched: list[UpstreamTouch] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _tree(engine: Engine, version: str) -> tuple[git.Repo, str]:
+    result = sources.fetch(engine, version)
+    return gitops.open_repo(Path(result.tree)), result.tag
+
+
+def _throwaway(new_repo: git.Repo, tag: str, old_repo: git.Repo, where: Path) -> git.Repo:
+    """A clone of the new tree at *tag* sharing objects, with the old tree's objects as alternate."""
+    clone = git.Repo.clone_from(gitops.work_root(new_repo), where, shared=True, no_checkout=True)
+    alternates = Path(clone.git_dir) / "objects" / "info" / "alternates"
+    with open(alternates, "a") as handle:
+        handle.write(str(Path(old_repo.git_dir) / "objects") + "\n")
+    clone.git.checkout("-q", "-b", "overlay-preview-base", tag)
+    return clone
+
+
+def _functions(source: bytes) -> dict[str, tuple[int, int, str]]:
+    """qualname -> (first line, last line, source text) for every def/class."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return {}
+    text = source.decode("utf-8", errors="replace").splitlines()
+    found: dict[str, tuple[int, int, str]] = {}
+
+    def walk(node, prefix):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}"
+                end = child.end_lineno or child.lineno
+                if not isinstance(child, ast.ClassDef):
+                    found[name] = (child.lineno, end, "\n".join(text[child.lineno - 1:end]))
+                walk(child, name + ".")
+
+    walk(tree, "")
+    return found
+
+
+def upstream_touches(patch: Patch, old: git.Repo, old_tag: str, new: git.Repo, new_tag: str) -> list[UpstreamTouch]:
+    """Hunks whose lines (±3) or enclosing function changed upstream between the two tags."""
+    touches = []
+    for fp in patch.files:
+        path = fp.target(patch.strip)[0]
+        if not path or not fp.hunks:
+            continue
+        before, after = gitops.read_at(old, old_tag, path), gitops.read_at(new, new_tag, path)
+        if before is None or after is None or before == after:
+            continue
+        old_lines = before.splitlines(keepends=True)
+        changed = [(i1, i2) for tag, i1, i2, _j1, _j2 in
+                   difflib.SequenceMatcher(None, old_lines, after.splitlines(keepends=True), autojunk=False)
+                   .get_opcodes() if tag != "equal"]
+        funcs_old = _functions(before) if path.endswith(".py") else {}
+        funcs_new = _functions(after) if path.endswith(".py") else {}
+        for number, hunk in enumerate(fp.hunks, 1):
+            start, end = hunk.old_start - 1, hunk.old_start - 1 + hunk.old_len
+            first = hunk.old_start + hunk.leading  # 1-based lines the hunk really changes
+            last = max(first, hunk.old_start + hunk.old_len - hunk.trailing - 1)
+            around = [name for name, (lo, hi, _text) in funcs_old.items() if lo <= first and last <= hi]
+            innermost = max(around, key=lambda n: funcs_old[n][0], default=None)
+            if innermost is not None and funcs_new.get(innermost, (0, 0, None))[2] != funcs_old[innermost][2]:
+                what = "removed upstream" if innermost not in funcs_new else "changed upstream"
+                touches.append(UpstreamTouch(patch.name, path, number, f"function {innermost} {what}"))
+            elif any(i1 < end + 3 and i2 > start - 3 for i1, i2 in changed):
+                touches.append(UpstreamTouch(patch.name, path, number,
+                                             f"upstream changed lines near {hunk.old_start}-{end}"))
+    return touches
+
+
+# -- preview ------------------------------------------------------------------------------------
+
+def preview(project: Project, engine: Engine, to_version: str, from_version: str | None = None,
+            marker_check=None) -> Preview:
+    from_pin = engine.pin(from_version)
+    to_pin = engine.pin(to_version)
+    old_repo, old_tag = _tree(engine, from_pin.version)
+    new_repo, new_tag = _tree(engine, to_pin.version)
+    payload = engine_payload(engine, to_pin)
+    with tempfile.TemporaryDirectory(prefix="overlay-preview-") as tmp:
+        clone = _throwaway(new_repo, new_tag, old_repo, Path(tmp) / "tree")
+        report = apply_git(clone, payload, ApplyOptions(branch="overlay-preview"), "preview")
+        report.command = "preview-upgrade"
+        report.target = str(gitops.work_root(new_repo))
+        report.branch = None
+        if report.status == "applied" and marker_check is not None:
+            try:
+                report.markers = marker_check(gitops.work_root(clone))
+            except Exception as exc:  # noqa: BLE001 - MarkerCheckFailed carries the data
+                report.markers = getattr(exc, "data", {"problems": [{"message": str(exc)}]})
+        for item in report.patches:
+            item.commit = None
+    result = Preview(engine.name, from_pin.version, to_pin.version, report)
+    for patch, _ in payload.patches:
+        result.touched += upstream_touches(patch, old_repo, old_tag, new_repo, new_tag)
+    for item in report.patches:
+        if item.status == ALREADY:
+            result.suggestions.append(f"drop {item.name}: its change is already in {to_pin.version}")
+        elif item.status == FAILED:
+            result.suggestions.append(f"{item.name} conflicts: `overlay upgrade` will stop there for a fix")
+    touched_ok = {t.patch for t in result.touched} & {p.name for p in report.patches if p.status in OK_PATCH}
+    for name in sorted(touched_ok):
+        report.warnings.append(f"{name} still applies, but upstream changed the code it touches: review it")
+    report.status = "clean" if all(p.status in OK_PATCH for p in report.patches) else "conflicts"
+    return result
+
+
+# -- upgrade ------------------------------------------------------------------------------------
+
+def _state_path(repo: git.Repo) -> Path:
+    return gitops.git_dir(repo) / "engine-overlay" / "upgrade.json"
+
+
+def _lock(repo: git.Repo) -> TargetLock:
+    return TargetLock(gitops.git_dir(repo) / "engine-overlay" / "lock", str(gitops.work_root(repo)))
+
+
+def _new_base(repo: git.Repo, engine: str, version: str) -> str:
+    for rev in (f"refs/tags/{sources.upstream_tag(engine, version)}", f"refs/tags/v{version}",
+                f"refs/tags/{version}"):
+        sha = gitops.rev_parse(repo, rev)
+        if sha:
+            return sha
+    raise OverlayError(f"the checkout has no tag for {engine} {version}", path=gitops.work_root(repo),
+                       hint=f"fetch upstream tags (v{version}) into your fork first")
+
+
+def start_upgrade(project: Project, engine: Engine, to_version: str, checkout: Path | None,
+                  from_version: str | None = None) -> dict:
+    from_pin, to_pin = engine.pin(from_version), engine.pin(to_version)
+    old_repo, _ = _tree(engine, from_pin.version)
+    if checkout is None:
+        repo, _ = _tree(engine, to_pin.version)
+    else:
+        repo = gitops.open_repo(checkout)
+    with _lock(repo):
+        if read_journal(repo) is not None or _state_path(repo).exists():
+            raise CheckFailed("an unfinished overlay run is recorded on this checkout", path=_state_path(repo),
+                              hint="finish it with --continue / --skip, or --abort")
+        dirty = gitops.dirty_paths(repo)
+        if dirty:
+            raise OverlayError(f"the checkout has uncommitted changes (e.g. {dirty[0]})",
+                               path=gitops.work_root(repo), hint="commit or stash them first")
+        base = _new_base(repo, engine.name, to_pin.version)
+        branch = default_branch(engine.name, to_pin.version)
+        if gitops.branch_exists(repo, branch):
+            raise CheckFailed(f"branch {branch} already exists", path=gitops.work_root(repo),
+                              hint=f"delete it (`git branch -D {branch}`) to upgrade again")
+        if gitops.git_dir(old_repo) != gitops.git_dir(repo):
+            alternates = gitops.git_dir(repo) / "objects" / "info" / "alternates"
+            old_objects = str(gitops.git_dir(old_repo) / "objects")
+            if not alternates.exists() or old_objects not in alternates.read_text():
+                with open(alternates, "a") as handle:  # 3-way bases live in the old tree
+                    handle.write(old_objects + "\n")
+        payload = engine_payload(engine, to_pin)
+        state = {
+            "engine": engine.name, "from": from_pin.version, "to": to_pin.version, "branch": branch,
+            "orig_branch": gitops.current_branch(repo), "orig_head": gitops.head_sha(repo), "base": base,
+            "remaining": [[p.name, p.strip, rev] for p, rev in payload.patches],
+            "done": [], "dropped": [], "skipped": [], "current": None, "started": int(time.time()),
+        }
+        write_json_atomic(_state_path(repo), state)
+        gitops.create_branch(repo, branch, base)
+        gitops.checkout(repo, branch)
+        return _run(project, engine, repo, state)
+
+
+def _load_state(repo: git.Repo) -> dict:
+    state = read_json(_state_path(repo), "the upgrade state", hint="run `overlay upgrade ... --abort`")
+    if state is None:
+        raise OverlayError("no upgrade in progress", path=gitops.work_root(repo),
+                           hint="start one with `overlay upgrade ENGINE --to VERSION`")
+    return state
+
+
+def resume_upgrade(project: Project, engine: Engine, checkout: Path | None, action: str,
+                   to_version: str | None = None) -> dict:
+    repo = gitops.open_repo(checkout) if checkout else _find_upgrade_tree(engine, to_version)
+    with _lock(repo):
+        state = _load_state(repo)
+        if action == "abort":
+            return _abort(repo, state)
+        current = state.get("current")
+        if action == "skip":
+            repo.git.reset("-q", "--hard", "HEAD")
+            repo.git.clean("-q", "-fd")
+            if current:
+                state["skipped"].append(current)
+        elif action == "continue" and current:
+            _commit_resolution(repo, project, engine, state, current)
+        state["current"] = None
+        write_json_atomic(_state_path(repo), state)
+        return _run(project, engine, repo, state)
+
+
+def _find_upgrade_tree(engine: Engine, to_version: str | None) -> git.Repo:
+    versions = [to_version] if to_version else list(engine.pins)
+    for version in versions:
+        tree = sources.tree_path(engine.name, version)
+        if (tree / ".git" / "engine-overlay" / "upgrade.json").exists():
+            return gitops.open_repo(tree)
+    raise OverlayError(f"no upgrade of {engine.name} in progress in the fetched trees",
+                       hint="pass --checkout PATH if the upgrade runs in your fork")
+
+
+def _abort(repo: git.Repo, state: dict) -> dict:
+    saved = None
+    if gitops.dirty_paths(repo):
+        repo.git.add("-A")
+        stash = repo.git.stash("create", "overlay upgrade: edits saved by --abort")
+        if stash:
+            saved = f"refs/overlay/saved/{state['branch']}-{int(time.time())}"
+            repo.git.update_ref(saved, stash)
+    gitops.restore(repo, state.get("orig_branch"), state["orig_head"])
+    if state["branch"] != state.get("orig_branch"):
+        gitops.delete_branch(repo, state["branch"])
+    _state_path(repo).unlink()
+    message = "upgrade aborted; the checkout is back where it was"
+    if saved:
+        message += f"; your in-progress edits are kept in {saved} (`git stash apply {saved}`)"
+    return {"status": "aborted", "message": message, "saved": saved}
+
+
+def _patch_for(project: Project, engine: Engine, entry: list) -> Patch:
+    name, strip, _rev = entry
+    return parse_patch(engine.series_dir / name, name, strip)
+
+
+def _commit(repo: git.Repo, patch: Patch) -> str:
+    name, mail = parse_author(patch.author)
+    when, tz = patch_when(patch)
+    env = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": mail, "GIT_AUTHOR_DATE": f"@{when} {tz}",
+           "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": mail, "GIT_COMMITTER_DATE": f"@{when} {tz}"}
+    repo.git.add("-A")
+    repo.git.commit("-q", "--no-verify", "--allow-empty", "-m", commit_message(patch), env=env)
+    return repo.head.commit.hexsha
+
+
+def _commit_resolution(repo: git.Repo, project: Project, engine: Engine, state: dict, current: list) -> None:
+    root = gitops.work_root(repo)
+    leftovers = [p for p in gitops.dirty_paths(repo) if p.endswith(".rej")]
+    conflicted = []
+    for path in gitops.dirty_paths(repo):
+        disk = root / path
+        if disk.is_file() and b"\n<<<<<<< " in b"\n" + disk.read_bytes():
+            conflicted.append(path)
+    if leftovers or conflicted:
+        raise CheckFailed(f"unresolved: {', '.join(conflicted + leftovers)}", path=root,
+                          hint="fix the conflict markers / apply the .rej hunks and delete the .rej files")
+    state["done"].append(current[0])
+    _commit(repo, _patch_for(project, engine, current))
+
+
+def _write_changes(root: Path, changes: dict) -> None:
+    for path, (content, mode) in changes.items():
+        disk = root / path
+        if content is None:
+            disk.unlink(missing_ok=True)
+        else:
+            disk.parent.mkdir(parents=True, exist_ok=True)
+            disk.write_bytes(content)
+            disk.chmod(mode & 0o777)
+
+
+def _stop_at_conflict(repo: git.Repo, patch: Patch, result: PatchResult) -> list[str]:
+    """Leave the conflict in the work tree: merge markers where a base exists, else .rej files."""
+    from . import hunks as H
+
+    root = gitops.work_root(repo)
+    written = []
+    for fp, fres in zip(patch.files, result.files, strict=False):
+        path = fp.target(patch.strip)[1] or fp.target(patch.strip)[0]
+        if fres.status != FAILED or not path:
+            continue
+        disk = root / path
+        current = disk.read_bytes() if disk.is_file() else b""
+        base = gitops.read_blob(repo, fp.index_old) if fp.index_old else None
+        theirs = H.apply_hunks(base, fp.hunks)[0] if base is not None else None
+        if theirs is not None:
+            merged, _ = gitops.merge_file(current, base, theirs, labels=("upstream", "old base", patch.name))
+            disk.write_bytes(merged)
+        else:
+            rej = disk.with_name(disk.name + ".rej")
+            rej.write_bytes(b"".join(
+                b"@@ -%d,%d +%d,%d @@\n" % (h.old_start, h.old_len, h.new_start, h.new_len)
+                + b"".join(b"-" + line for line in h.old) + b"".join(b"+" + line for line in h.new)
+                for h in fp.hunks))
+            path = path + ".rej"
+        written.append(path)
+    return written
+
+
+def _run(project: Project, engine: Engine, repo: git.Repo, state: dict) -> dict:
+    root = gitops.work_root(repo)
+    while state["remaining"]:
+        entry = state["remaining"].pop(0)
+        patch = _patch_for(project, engine, entry)
+        outcome = plan(TreeState(root), [(patch, entry[2])], [], read_blob=lambda s: gitops.read_blob(repo, s))
+        result = outcome.patches[0]
+        if result.status in OK_PATCH:
+            for commit in outcome.commits:
+                _write_changes(root, commit.changes)
+            _commit(repo, patch)
+            state["done"].append(patch.name)
+        elif result.status == ALREADY:
+            state["dropped"].append([patch.name, f"already upstream in {engine.name} {state['to']}"])
+        else:
+            files = _stop_at_conflict(repo, patch, result)
+            state["current"] = entry
+            write_json_atomic(_state_path(repo), state)
+            return {"status": "conflict", "patch": patch.name, "files": files, "state": state,
+                    "message": f"{patch.name} does not apply on {engine.name} {state['to']}: fix {', '.join(files)}, "
+                               f"then `overlay upgrade {engine.name} --continue` (or --skip / --abort)"}
+        write_json_atomic(_state_path(repo), state)
+    return _finish(project, engine, repo, state)
+
+
+def _finish(project: Project, engine: Engine, repo: git.Repo, state: dict) -> dict:
+    """Export the refreshed patches, drop merged ones, move the pin, rebuild the branch."""
+    from .config import load_project, set_default_version
+    from .export import export
+
+    series_path = engine.series
+    for name, _reason in state["dropped"]:
+        (engine.series_dir / name).unlink(missing_ok=True)
+    if state["dropped"] or state["skipped"]:
+        lines = series_path.read_text().splitlines()
+        dropped = {n: r for n, r in state["dropped"]}
+        skipped = {e[0] for e in state["skipped"]}
+        out = []
+        for line in lines:
+            word = line.split("#", 1)[0].split()
+            if word and word[0] in dropped:
+                out.append(f"# dropped {word[0]}: {dropped[word[0]]} (overlay upgrade)")
+            elif word and word[0] in skipped:
+                out.append(f"# skipped {word[0]} during the upgrade to {state['to']}: resolve by hand")
+            else:
+                out.append(line)
+        series_path.write_text("\n".join(out) + "\n")
+    # the branch holds the patch commits only; overlay files come from overlay/ when rebuilt
+    if state["done"]:
+        export(repo, engine.name, series_path, state["branch"])
+    set_default_version(project.versions_file, engine.name, state["to"])
+    _state_path(repo).unlink()
+    # rebuild the branch from the refreshed series, so trailers match the new patch files
+    fresh = load_project(project.root).engine(engine.name)
+    pin = fresh.pin(state["to"])
+    repo.git.checkout("-q", "--detach", state["base"])
+    gitops.delete_branch(repo, state["branch"])
+    report = apply_git(repo, engine_payload(fresh, pin), ApplyOptions(branch=state["branch"]), "tree", locked=True)
+    if report.status != "applied":
+        raise CheckFailed("re-applying the refreshed series failed", path=series_path,
+                          hint="inspect with `overlay apply --check`")
+    return {"status": "upgraded", "from": state["from"], "to": state["to"], "branch": state["branch"],
+            "done": state["done"], "dropped": state["dropped"], "skipped": state["skipped"],
+            "report": report, "message": f"{engine.name} upgraded to {state['to']}: "
+            f"{len(state['done'])} patch(es) refreshed, {len(state['dropped'])} dropped, "
+            f"VERSIONS.toml now pins {state['to']}"}
+
+
+# -- upstream diff ------------------------------------------------------------------------------
+
+def touched_paths(payload: Payload, engine: Engine) -> list[str]:
+    paths = set(engine.replaces)
+    for patch, _ in payload.patches:
+        for fp in patch.files:
+            for path in fp.target(patch.strip):
+                if path:
+                    paths.add(path)
+    return sorted(paths)
+
+
+def diff_upstream(engine: Engine, from_version: str, to_version: str, paths: list[str] | None) -> dict:
+    old_repo, old_tag = _tree(engine, engine.pin(from_version).version)
+    new_repo, new_tag = _tree(engine, engine.pin(to_version).version)
+    selected = paths or touched_paths(engine_payload(engine, engine.pin(from_version)), engine)
+    files = []
+    for path in selected:
+        before = gitops.read_at(old_repo, old_tag, path)
+        after = gitops.read_at(new_repo, new_tag, path)
+        if before == after:
+            continue
+        diff = "".join(difflib.unified_diff(
+            (before or b"").decode("utf-8", errors="replace").splitlines(keepends=True),
+            (after or b"").decode("utf-8", errors="replace").splitlines(keepends=True),
+            f"a/{path}" if before is not None else "/dev/null", f"b/{path}" if after is not None else "/dev/null"))
+        files.append({"path": path, "status": "added" if before is None else "removed" if after is None else
+                      "modified", "diff": diff})
+    return {"engine": engine.name, "from": from_version, "to": to_version, "paths": selected, "files": files}
