@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import diff_of, git, make_project, make_repo, repo_state, write_patch
+from helpers import diff_of, git, make_project, make_repo, repo_state, write_patch
 
 BASE = {
     "pkg/a.py": "".join(f"line {i}\n" for i in range(1, 41)),

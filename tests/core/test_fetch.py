@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git
+from helpers import git
 
 
 def make_sdist(path: Path, name: str, version: str) -> bytes:

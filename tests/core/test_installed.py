@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import diff_of, make_project, make_repo, snapshot_tree, write_tree
+from helpers import diff_of, make_project, make_repo, snapshot_tree, write_tree
 
 FILES = {"pkg/__init__.py": "", "pkg/b.py": "alpha\nbeta\ngamma\ndelta\n", "pkg/c.py": "c = 1\n"}
 

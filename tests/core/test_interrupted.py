@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from conftest import git, make_project, make_repo, repo_state, snapshot_tree
+from helpers import git, make_project, make_repo, repo_state, snapshot_tree
 
 N_FILES = 40
 

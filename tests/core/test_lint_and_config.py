@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import diff_of, make_project, make_repo, write_patch
 from engine_overlay.config import parse_versions, write_pin
 from engine_overlay.series import parse_patch, parse_series
+from helpers import diff_of, make_project, make_repo, write_patch
 
 
 def test_lint_reports_every_problem_with_location(tmp_path, run_cli):

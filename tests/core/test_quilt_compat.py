@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git, make_repo, snapshot_tree, write_tree
+from helpers import git, make_repo, snapshot_tree, write_tree
 
 UPSTREAM = {
     "src/main.c": "".join(f"int f{i}(void) {{ return {i}; }}\n" for i in range(60)),

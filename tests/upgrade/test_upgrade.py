@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import diff_of, git, make_repo, write_patch
+from helpers import diff_of, git, make_repo, write_patch
 
 
 def module(name: str, body: str = "", extra_top: str = "") -> str:

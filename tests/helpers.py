@@ -1,0 +1,117 @@
+"""Helpers for tests: real git repositories and projects built in temporary directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.com",
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00+00:00", "GIT_COMMITTER_DATE": "2024-01-01T00:00:00+00:00",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env={**os.environ, **GIT_ENV}).stdout
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> None:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            content = content.encode()
+        path.write_bytes(content)
+
+
+def make_repo(root: Path, files: dict[str, str | bytes], tag: str | None = "v1.0.0") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "-b", "main")
+    write_tree(root, files)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "upstream")
+    if tag:
+        git(root, "tag", tag)
+    return root
+
+
+def snapshot_tree(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under root except .git: bytes and exec bit (for exact comparisons)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if ".git" in path.relative_to(root).parts or ".pc" in path.relative_to(root).parts:
+            continue
+        if path.is_file() and not path.is_symlink():
+            out[path.relative_to(root).as_posix()] = (path.read_bytes(), path.stat().st_mode & 0o111)
+    return out
+
+
+def repo_state(root: Path) -> dict:
+    return {
+        "head": git(root, "rev-parse", "HEAD").strip(),
+        "branch": git(root, "symbolic-ref", "-q", "--short", "HEAD").strip(),
+        "branches": git(root, "branch", "--format=%(refname:short)"),
+        "status": git(root, "status", "--porcelain", "--untracked-files=all"),
+        "files": snapshot_tree(root),
+    }
+
+
+def diff_of(repo: Path, path: str, new: str | bytes, message: str) -> str:
+    """A real `git diff` of changing *path* to *new* in *repo* (left unchanged)."""
+    old = (repo / path).read_bytes() if (repo / path).exists() else None
+    write_tree(repo, {path: new})
+    git(repo, "add", "-A")
+    out = git(repo, "diff", "--cached", "--full-index")
+    git(repo, "reset", "-q", "--hard")
+    if old is None:
+        (repo / path).unlink(missing_ok=True)
+    return out
+
+
+PATCH_HEAD = """From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
+From: Dev <dev@example.com>
+Date: Mon, 1 Jan 2024 10:00:00 +0000
+Subject: [PATCH] {subject}
+
+{subject} because the test says so.
+
+Upstream-Status: Pending
+---
+"""
+
+
+def write_patch(directory: Path, name: str, diff: str, subject: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(PATCH_HEAD.format(subject=subject or name) + diff)
+    return path
+
+
+def make_project(root: Path, patches: dict[str, str], overlay: dict[str, str] | None = None,
+                 extra: str = "", version: str = "1.0.0") -> Path:
+    """A project with one engine `demo` (git source) and the given patches/overlay files."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "VERSIONS.toml").write_text(f"""# test project
+[demo]
+version = "{version}"
+series = "patches/demo/series"
+overlay = "overlay/demo"
+distributions = ["demo-engine"]
+{extra}
+[demo.pins."{version}"]
+kind = "git"
+url = "file:///nonexistent"
+tag = "v{version}"
+commit = "{'0' * 40}"
+""")
+    series_dir = root / "patches" / "demo"
+    series_dir.mkdir(parents=True, exist_ok=True)
+    for name, diff in patches.items():
+        write_patch(series_dir, name, diff)
+    (series_dir / "series").write_text("".join(f"{name}\n" for name in patches))
+    if overlay:
+        write_tree(root / "overlay" / "demo", overlay)
+    return root
