@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "demo", "bridge", "check_markers", "test_vllm"]
+nox.options.sessions = ["lint", "tests", "demo", "apply", "bridge", "check_markers", "test_vllm"]
 
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"  # the CPU build on local disk; never an open range
@@ -14,6 +17,24 @@ TORCH = "torch==2.13.0"  # the CPU build on local disk; never an open range
 
 def install_tool(session: nox.Session) -> None:
     session.install("-e", ".[test]")
+
+
+def _pins() -> list[str]:
+    """Every pinned version of every engine in VERSIONS.toml (but reference pins), as `engine@version`."""
+    data = tomllib.loads((Path(__file__).parent / "VERSIONS.toml").read_text())
+    return [f"{engine}@{version}" for engine, table in data.items()
+            for version, pin in table.get("pins", {}).items() if pin.get("apply", True)]
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("pin", _pins())
+def apply(session: nox.Session, pin: str) -> None:
+    """Fetch each pin and apply its series (patches with `Applies-To` select their pins)."""
+    engine, version = pin.split("@", 1)
+    install_tool(session)
+    session.run("overlay", "fetch", engine, "--version", version)
+    session.run("overlay", "apply", engine, "--version", version, "--rebuild")
+    session.run("overlay", "status", engine, "--version", version)
 
 
 @nox.session(python=PYTHON)

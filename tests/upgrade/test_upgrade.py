@@ -171,3 +171,20 @@ def test_export_after_hand_commit_adds_a_patch(scenario, run_cli):
     new = (scenario / "patches/eng" / result["added"][0]).read_text()
     assert "Subject: [PATCH] Add a downstream line to a.py" in new and "+# a downstream addition" in new
     assert (scenario / "patches/eng/series").read_text().splitlines()[-1] == result["added"][0]
+
+
+def test_applies_to_serves_several_pins(scenario, run_cli):
+    series_dir = scenario / "patches/eng"
+    only_v1 = series_dir / "0001-clean.patch"
+    only_v1.write_text(only_v1.read_text().replace("Upstream-Status: Pending\n",
+                                                   "Upstream-Status: Pending\nApplies-To: <2.0\n"))
+    (series_dir / "series").write_text("0001-clean.patch\n0002-offset.patch\n")
+    assert run_cli("fetch", "eng", "--version", "2.0", project=scenario)[0] == 0
+    code, out, data = run_cli("--format", "json", "apply", "eng", "--version", "2.0", project=scenario)
+    assert code == 0, out
+    assert {p["name"]: p["status"] for p in data["patches"]} == {
+        "0002-offset.patch": "offset", "0001-clean.patch": "skipped"}
+    # export on the 2.0 branch keeps the entry that serves the other pin
+    before = (series_dir / "series").read_text()
+    assert run_cli("export", "eng", "--version", "2.0", project=scenario)[0] == 0
+    assert (series_dir / "series").read_text() == before

@@ -19,7 +19,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from . import gitops, sources
-from .config import Engine, Pin
+from .config import VERSIONS_FILE, Engine, Pin
 from .errors import CheckFailed, OverlayError
 from .locking import TargetLock, read_json, write_json_atomic
 from .overlay_files import OverlayFile, collect, manifest_sha256
@@ -51,6 +51,10 @@ class Payload:
 
 
 def engine_payload(engine: Engine, pin: Pin) -> Payload:
+    if not pin.apply:
+        raise OverlayError(f"{engine.name} {pin.version} is a reference pin (apply = false): the series "
+                           "is not kept for it", path=VERSIONS_FILE,
+                           hint="use it for pairing, verify and diff-upstream; apply another pin")
     series, problems = parse_series(engine.series)
     errors = [p for p in problems if p.severity == "error"]
     if errors:

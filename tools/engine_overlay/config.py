@@ -28,7 +28,7 @@ _ENGINE_KEYS = {
     "version", "series", "overlay", "distributions", "replaces", "pins", "markers",
     "project",
 }
-_PIN_KEYS = {"kind", "file", "sha256", "index", "url", "tag", "commit", "exclude", "requires"}
+_PIN_KEYS = {"kind", "file", "sha256", "index", "url", "tag", "commit", "exclude", "requires", "apply"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class Pin:
     version: str
     source: Source
     requires: dict[str, SpecifierSet] = field(default_factory=dict)  # engine -> range
+    apply: bool = True  # False: a reference pin (pairing, verify, diff-upstream), never patched
 
     @property
     def parsed(self) -> Version:
@@ -274,6 +275,9 @@ def _parse_pin(engine, version, table, text, rel, problems) -> Pin | None:
             requires[other] = SpecifierSet(spec)
         except (InvalidSpecifier, TypeError):
             problems.append(Problem(rel, line, f"{where}: requires.{other} = {spec!r} is not a version range"))
+    applies = table.get("apply", True)
+    if not isinstance(applies, bool):
+        problems.append(Problem(rel, line, f"{where}: 'apply' must be true or false"))
     if len(problems) > start:
         return None
     return Pin(
@@ -289,6 +293,7 @@ def _parse_pin(engine, version, table, text, rel, problems) -> Pin | None:
             exclude=tuple(exclude),
         ),
         requires=requires,
+        apply=applies,
     )
 
 

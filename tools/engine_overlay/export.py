@@ -75,6 +75,19 @@ def _file_name(number: int, subject: str) -> str:
     return f"{number:04d}-{slug}.patch"
 
 
+def _keep_other_pins(directory: Path, old_names: list[str], names: list[str]) -> list[str]:
+    """Series entries not on this branch because their `Applies-To` excludes its pin stay put."""
+    from .series import parse_patch
+
+    on_branch = set(names)
+    kept = []
+    for name in old_names:
+        path = directory / name
+        if name in on_branch or (path.is_file() and parse_patch(path, name).applies_to):
+            kept.append(name)
+    return kept + [n for n in names if n not in set(kept)]
+
+
 def export(repo: git.Repo, engine: str, series_path: Path, branch: str) -> ExportResult:
     if not gitops.branch_exists(repo, branch):
         raise OverlayError(f"branch {branch} does not exist", path=gitops.work_root(repo),
@@ -114,6 +127,7 @@ def export(repo: git.Repo, engine: str, series_path: Path, branch: str) -> Expor
         names.append(name)
         result.added.append(name)
     old_names = [e.name for e in series.entries] if series else []
+    names = _keep_other_pins(directory, old_names, names)
     if names != old_names:
         comments = [line for line in series_path.read_text().splitlines() if line.startswith("#")] \
             if series_path.exists() else []
