@@ -210,32 +210,8 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
         self, index: int, x: torch.Tensor, grid_thw: tuple[int, int, int], specialization: int
     ) -> _Prepared:
         start = time.perf_counter()
-        t, h, w = grid_thw
-        n = t * h * w
-        unit = self.spatial_merge_unit
-        hidden = self.input_norm(x.to(device=self.device), self.dtype)
-        hidden = self.patch_embed(hidden)
-        cos, sin, window_index, cu_window, _ = self.get_rope_by_thw(t, h, w)
-        window_index = window_index.to(hidden.device)
-        hidden = hidden.reshape(n // unit, unit, -1)[window_index].reshape(n, -1)
-
-        positions = torch.arange(n, dtype=torch.int64)
-        window_segments = torch.searchsorted(
-            cu_window.to(torch.int64), positions, right=True
-        )
-        full_segments = positions // (h * w)  # one segment per frame
-
-        pad = specialization - n
-        c = hidden.shape[-1]
-        feeds = {
-            "hidden_states": _padded(hidden, pad, 0.0, torch.float32, (c,)),
-            "rotary_cos": _padded(cos, pad, 0.0, torch.float32, (cos.shape[-1],)),
-            "rotary_sin": _padded(sin, pad, 0.0, torch.float32, (sin.shape[-1],)),
-            "full_attn_segments": _padded(full_segments, pad, PAD_SEGMENT, torch.int64, ()),
-            "window_attn_segments": _padded(window_segments, pad, PAD_SEGMENT, torch.int64, ()),
-        }
-        reverse = torch.empty_like(window_index)
-        reverse[window_index] = torch.arange(window_index.numel(), dtype=window_index.dtype)
+        feeds, reverse = qwen2_5_vision_pre_ops(self, x, grid_thw, specialization)
+        n = grid_thw[0] * grid_thw[1] * grid_thw[2]
         return _Prepared(
             index=index,
             grid_thw=grid_thw,
@@ -334,6 +310,48 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
             outputs.append(embeds)
             timings.append(_timing(prepared, device_s, post_s))
         return outputs, timings
+
+
+def qwen2_5_vision_pre_ops(
+    tower: Qwen2_5_VisionTransformer,
+    x: torch.Tensor,
+    grid_thw: tuple[int, int, int],
+    specialization: int,
+) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    """CPU pre-ops of one item for a ``specialization``-patch device graph.
+
+    Vectorised torch throughout; the rotary tables and window index come from
+    the stock tower's own (cached) ``get_rope_by_thw`` so that both towers see
+    identical positions. Returns the device-graph feeds (see
+    ``qwen2_5_vl_graph``) and the reverse window index for the post-ops.
+    """
+    t, h, w = grid_thw
+    n = t * h * w
+    unit = tower.spatial_merge_unit
+    hidden = tower.input_norm(x.to(device=tower.device), tower.dtype)
+    hidden = tower.patch_embed(hidden)
+    cos, sin, window_index, cu_window, _ = tower.get_rope_by_thw(t, h, w)
+    window_index = window_index.to(hidden.device)
+    hidden = hidden.reshape(n // unit, unit, -1)[window_index].reshape(n, -1)
+
+    # Attention masks in compact form: token i may attend to token j iff
+    # their segment ids are equal (windows for window blocks, frames for
+    # full-attention blocks); padding gets PAD_SEGMENT in both.
+    positions = torch.arange(n, dtype=torch.int64)
+    window_segments = torch.searchsorted(cu_window.to(torch.int64), positions, right=True)
+    full_segments = positions // (h * w)
+
+    pad = specialization - n
+    feeds = {
+        "hidden_states": _padded(hidden, pad, 0.0, torch.float32, (hidden.shape[-1],)),
+        "rotary_cos": _padded(cos, pad, 0.0, torch.float32, (cos.shape[-1],)),
+        "rotary_sin": _padded(sin, pad, 0.0, torch.float32, (sin.shape[-1],)),
+        "full_attn_segments": _padded(full_segments, pad, PAD_SEGMENT, torch.int64, ()),
+        "window_attn_segments": _padded(window_segments, pad, PAD_SEGMENT, torch.int64, ()),
+    }
+    reverse = torch.empty_like(window_index)
+    reverse[window_index] = torch.arange(window_index.numel(), dtype=window_index.dtype)
+    return feeds, reverse
 
 
 def _timing(prepared: _Prepared, device_s: float, post_s: float) -> VisionNPUItemTiming:

