@@ -363,6 +363,7 @@ def _register_optional() -> None:
     cli.add_command(markers_group, "markers")
     cli.add_command(check_markers_cmd, "check-markers")
     cli.add_command(transplant_cmd, "transplant")
+    cli.add_command(__import__(f"{__package__}.verify", fromlist=["verify_cmd"]).verify_cmd, "verify")
 
 
 _register_optional()
