@@ -149,21 +149,22 @@ class Modules:
     def __init__(self, sources_: list[Source], packages: set[str] | None = None) -> None:
         self.sources = sources_
         self.packages = set(packages or ())  # top-level packages that count as upstream
-        self._modules: dict[str, tuple[Source, ast.Module] | None] = {}
+        self._modules: dict[str, tuple[Source, ast.Module, bool] | None] = {}
 
-    def module(self, name: str) -> tuple[Source, ast.Module] | None:
+    def module(self, name: str) -> tuple[Source, ast.Module, bool] | None:
+        """(tree it was found in, its AST, whether it is a package's __init__) or None."""
         if name not in self._modules:
             self._modules[name] = self._find(name)
         return self._modules[name]
 
-    def _find(self, name: str) -> tuple[Source, ast.Module] | None:
+    def _find(self, name: str) -> tuple[Source, ast.Module, bool] | None:
         base = name.replace(".", "/")
         for src in self.sources:
             for path in (f"{base}.py", f"{base}/__init__.py"):
                 data = gitops.read_at(src.repo, src.rev, path)
                 if data is not None:
                     try:
-                        return src, ast.parse(data, filename=path)
+                        return src, ast.parse(data, filename=path), path.endswith("__init__.py")
                     except (SyntaxError, ValueError):
                         return None
         return None
@@ -172,8 +173,8 @@ class Modules:
         found = self.module(module)
         if found is None:
             return Unresolved(f"{module}.{name}", f"module {module} is not in {self._searched()}")
-        src, tree = found
-        imports = module_imports(tree, module, is_package=False)
+        src, tree, is_package = found
+        imports = module_imports(tree, module, is_package)
         for node in _top_level(tree):
             if isinstance(node, ast.ClassDef) and node.name == name:
                 return class_info(node, module, imports, src.label)
@@ -470,8 +471,8 @@ def _copy_source_classes(copy_source: str | None, base_modules: Modules) -> list
     found = base_modules.module(module)
     if found is None:
         return []
-    src, tree = found
-    imports = module_imports(tree, module, copy_source.endswith("__init__.py"))
+    src, tree, is_package = found
+    imports = module_imports(tree, module, is_package)
     return [class_info(n, module, imports, src.label) for n in _top_level(tree) if isinstance(n, ast.ClassDef)]
 
 
