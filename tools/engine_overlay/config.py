@@ -17,6 +17,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from .errors import OverlayError
+from .locking import atomic_write
 from .problems import Problem
 
 VERSIONS_FILE = "VERSIONS.toml"
@@ -345,15 +346,11 @@ def write_pin(path: Path, engine: str, version: str, source: dict, make_default:
     table["pins"][version] = pin_table
     if make_default:
         table["version"] = version
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, tomlkit.dumps(doc))
 
 
 def set_default_version(path: Path, engine: str, version: str) -> None:
     """Make an existing pin the engine's default, keeping comments and order."""
     doc = tomlkit.parse(path.read_text(encoding="utf-8"))
     doc[engine]["version"] = version
-    tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, tomlkit.dumps(doc))

@@ -17,6 +17,7 @@ import git
 from . import gitops
 from .apply import applied_commits
 from .errors import OverlayError
+from .locking import atomic_write
 from .series import parse_series
 
 _INDEX = re.compile(rb"^index [0-9a-f]+\.\.[0-9a-f]+( \d+)?$", re.M)
@@ -118,12 +119,12 @@ def export(repo: git.Repo, engine: str, series_path: Path, branch: str) -> Expor
                 continue
         else:
             head = _new_patch_header(repo, commit_sha)
-        path.write_bytes(head + diff)
+        atomic_write(path, head + diff)
         result.written.append(name)
     for commit_sha in extra:
         subject = repo.commit(commit_sha).summary
         name = _file_name(len(names) + 1, subject)
-        (directory / name).write_bytes(_new_patch_header(repo, commit_sha) + commit_diff(repo, commit_sha))
+        atomic_write(directory / name, _new_patch_header(repo, commit_sha) + commit_diff(repo, commit_sha))
         names.append(name)
         result.added.append(name)
     old_names = [e.name for e in series.entries] if series else []
@@ -131,7 +132,7 @@ def export(repo: git.Repo, engine: str, series_path: Path, branch: str) -> Expor
     if names != old_names:
         comments = [line for line in series_path.read_text().splitlines() if line.startswith("#")] \
             if series_path.exists() else []
-        series_path.write_text("\n".join(comments + names) + "\n")
+        atomic_write(series_path, "\n".join(comments + names) + "\n")
         result.series_changed = True
         result.removed = [n for n in old_names if n not in names]
     return result

@@ -45,16 +45,30 @@ class TargetLock:
             self._fd = None
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write-then-rename with fsync, so a reader sees the old or the new file, never half."""
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write-then-rename with fsync, so a reader sees the old or the new file, never half.
+
+    The file keeps its mode; on any error the temporary file is removed and the
+    original is untouched.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.overlay-tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path, what: str, hint: str) -> dict | None:

@@ -221,8 +221,9 @@ def fetch(engine: Engine, version: str | None = None) -> FetchResult:
                                    downloaded, False, sha, tag)
         if tree.exists():
             shutil.rmtree(tree)  # an incomplete tree from an interrupted fetch
+        for stale in tree.parent.glob(f".{tree.name}.tmp-*") if tree.parent.exists() else ():
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed fetch (we hold the lock)
         staging = tree.with_name(f".{tree.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
         staging.parent.mkdir(parents=True, exist_ok=True)
         try:
             if pin.source.kind == "git":

@@ -30,7 +30,7 @@ from .apply import (
 )
 from .config import Engine, Project
 from .errors import CheckFailed, OverlayError
-from .locking import TargetLock, read_json, write_json_atomic
+from .locking import TargetLock, atomic_write, read_json, write_json_atomic
 from .plan import commit_message, patch_when, plan
 from .report import ALREADY, FAILED, OK_PATCH, PatchResult, Report
 from .series import Patch, parse_author, parse_patch
@@ -393,7 +393,7 @@ def _finish(project: Project, engine: Engine, repo: git.Repo, state: dict) -> di
                 out.append(f"# skipped {word[0]} during the upgrade to {state['to']}: resolve by hand")
             else:
                 out.append(line)
-        series_path.write_text("\n".join(out) + "\n")
+        atomic_write(series_path, "\n".join(out) + "\n")
     # the branch holds the patch commits only; overlay files come from overlay/ when rebuilt
     if state["done"]:
         export(repo, engine.name, series_path, state["branch"])

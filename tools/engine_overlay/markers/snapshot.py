@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OverlayError
+from ..locking import atomic_write
 from .grammar import Event, Grammar, MarkerConfig, Problem, comment_start, pair_fences, scan_events
 
 SNAPSHOT_FORMAT = "engine-overlay-markers"
@@ -99,7 +100,7 @@ class Snapshot:
     def write(self, path: Path) -> None:
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         try:
-            path.write_text(text, encoding="utf-8")
+            atomic_write(path, text)
         except OSError as e:
             raise OverlayError(f"cannot write the snapshot: {e.strerror}", path=path,
                                hint="choose a writable path with -o") from None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OverlayError
+from ..locking import atomic_write
 from .compare import BlockResult, compare
 from .grammar import MarkerConfig, Problem
 from .snapshot import Block, snapshot_from_texts
@@ -129,7 +130,7 @@ def transplant(
         report.blocks = compare(before, after)
         report.compiles = _compiles(merged, name, report) if name.endswith(".py") else None
     if report.ok or force:
-        out.write_text(merged, encoding="utf-8")
+        atomic_write(out, merged)
         report.written = True
     return report
 
@@ -137,7 +138,7 @@ def transplant(
 def _compiles(text: str, name: str, report: TransplantReport) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / name
-        src.write_text(text, encoding="utf-8")
+        atomic_write(src, text)
         try:
             py_compile.compile(str(src), cfile=str(Path(tmp) / "out.pyc"), doraise=True)
         except py_compile.PyCompileError as e:
