@@ -9,7 +9,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "demo", "apply", "bridge", "check_markers", "test_vllm"]
+nox.options.sessions = ["lint", "tests", "demo", "apply", "bridge", "check_markers", "test_vllm", "test_runners"]
 
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"  # the CPU build on local disk; never an open range
@@ -129,3 +129,18 @@ def bench(session: nox.Session) -> None:
     session.run("overlay", "unapply", "vllm", "--installed", success_codes=[0, 1, 2])
     session.run("overlay", "apply", "vllm", "--installed")
     session.run("python", "benchmarks/report.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def test_runners(session: nox.Session) -> None:
+    """vllm-ascend NPU runners (derived-file patches): fetch both pins and their paired vLLM
+    trees, apply + verify on the default pin, preview the move to 0.30.0rc2, test `overlay verify`."""
+    install_tool(session)
+    for engine, version in (("vllm-ascend", "0.23.0.post1"), ("vllm-ascend", "0.30.0rc2"),
+                            ("vllm", "0.23.0"), ("vllm", "0.30.0")):
+        session.run("overlay", "fetch", engine, "--version", version)
+    session.run("overlay", "apply", "vllm-ascend", "--rebuild")
+    session.run("overlay", "verify", "vllm-ascend")
+    # A report, not a gate, until the series is re-synced onto 0.30.0rc2 (exit 1 = conflicts listed).
+    session.run("overlay", "preview-upgrade", "vllm-ascend", "--to", "0.30.0rc2", success_codes=[0, 1])
+    session.run("pytest", "tests/verify", *session.posargs)
