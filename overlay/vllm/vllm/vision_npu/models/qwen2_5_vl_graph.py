@@ -354,7 +354,8 @@ def build_device_graph(
 
     eps = g.const("rms_eps", np.array(config.norm_eps, dtype=np.float32))
     scale = g.const("attn_scale", np.array(d**-0.5, dtype=np.float32))
-    zero = g.const("zero_f", np.array(0.0, dtype=np.float32))
+    exp_floor = g.const("exp_floor", np.array(-60.0, dtype=np.float32))
+    last_axis = g.const("last_axis", np.array([-1], dtype=np.int64))
     neg_inf = g.const("neg_inf", np.array(-np.inf, dtype=np.float32))
     half = g.const("half", np.array(0.5, dtype=np.float32))
     one = g.const("one", np.array(1.0, dtype=np.float32))
@@ -378,16 +379,31 @@ def build_device_graph(
         y = g.op("MatMul", [x, f"{prefix}.weight_t"], "mm")
         return g.op("Add", [y, f"{prefix}.bias"], "lin")
 
-    def attention_bias(segments: str) -> str:
+    def attention_mask(segments: str) -> tuple[str, str]:
+        """[1, N, N] bool mask and its 0/1 float twin from segment ids."""
         rows = g.op("Unsqueeze", [segments, g.const(g.fresh("ax1"), np.array([1], np.int64))], "seg_r")
         cols = g.op("Unsqueeze", [segments, g.const(g.fresh("ax0"), np.array([0], np.int64))], "seg_c")
-        same = g.op("Equal", [rows, cols], "same_seg")
-        bias = g.op("Where", [same, zero, neg_inf], "attn_bias")  # [N, N]
-        return g.op("Unsqueeze", [bias, g.const(g.fresh("ax0"), np.array([0], np.int64))], "bias3")
+        same = g.op("Equal", [rows, cols], "same_seg")  # [N, N]
+        same = g.op("Unsqueeze", [same, g.const(g.fresh("ax0"), np.array([0], np.int64))], "mask3")
+        return same, g.op("Cast", [same], "mask3_f", to=TensorProto.FLOAT)
+
+    def masked_softmax(scores: str, mask: tuple[str, str]) -> str:
+        """Softmax over the allowed keys only. Masked keys get exactly zero
+        weight (multiplied by the 0/1 mask) and never enter the row maximum;
+        exponents are clamped at -60 so that no exp underflows into denormals
+        (which makes CPU kernels ~10x slower); an allowed key that far below
+        the row maximum has weight < 1e-26 either way."""
+        allowed, allowed_f = mask
+        masked = g.op("Where", [allowed, scores, neg_inf], "masked")
+        row_max = g.op("ReduceMax", [masked], "row_max", axes=[-1], keepdims=1)
+        shifted = g.op("Max", [g.op("Sub", [masked, row_max], "shift"), exp_floor], "clamped")
+        weights = g.op("Mul", [g.op("Exp", [shifted], "exp"), allowed_f], "weights")
+        total = g.op("ReduceSum", [weights, last_axis], "total", keepdims=1)
+        return g.op("Div", [weights, total], "probs")
 
     # Shared per-graph tensors.
-    full_bias = attention_bias("full_attn_segments")
-    window_bias = attention_bias("window_attn_segments")
+    full_mask = attention_mask("full_attn_segments")
+    window_mask = attention_mask("window_attn_segments")
     ax1 = g.const("axis1", np.array([1], dtype=np.int64))
     cos = g.op("Unsqueeze", [g.op("Concat", ["rotary_cos", "rotary_cos"], "cos2", axis=-1), ax1], "cos")
     sin = g.op("Unsqueeze", [g.op("Concat", ["rotary_sin", "rotary_sin"], "sin2", axis=-1), ax1], "sin")
@@ -415,8 +431,7 @@ def build_device_graph(
         k = g.op("Transpose", [k], "k_t", perm=[1, 2, 0])  # [H, D, N]
         v = g.op("Transpose", [v], "v_t", perm=[1, 0, 2])  # [H, N, D]
         scores = g.op("Mul", [g.op("MatMul", [q, k], "qk"), scale], "scores")
-        scores = g.op("Add", [scores, full_bias if b in full_blocks else window_bias], "masked")
-        probs = g.op("Softmax", [scores], "probs", axis=-1)
+        probs = masked_softmax(scores, full_mask if b in full_blocks else window_mask)
         ctx = g.op("Transpose", [g.op("MatMul", [probs, v], "ctx")], "ctx_t", perm=[1, 0, 2])
         ctx = g.op("Reshape", [ctx, shape_nc], "ctx_nc")
         x = g.op("Add", [x, linear(ctx, f"{p}.attn.proj")], "resid1")
