@@ -266,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args(argv)
     repeat = 3 if args.quick else 7
+    try:
+        import vllm.vision_npu  # noqa: F401
+    except ImportError:
+        print("bench_vision_npu: needs vLLM with engine-overlay's vllm series applied "
+              "(e.g. the venv of `nox -s test_vllm`)", file=sys.stderr)
+        return 2
 
     tiny.init_vllm_single_process()
     results: list[dict] = []
