@@ -328,11 +328,20 @@ def qwen2_5_vision_pre_ops(
     t, h, w = grid_thw
     n = t * h * w
     unit = tower.spatial_merge_unit
-    hidden = tower.input_norm(x.to(device=tower.device), tower.dtype)
-    hidden = tower.patch_embed(hidden)
+    pixels = tower.input_norm(x.to(device=tower.device), tower.dtype)
     cos, sin, window_index, cu_window, _ = tower.get_rope_by_thw(t, h, w)
-    window_index = window_index.to(hidden.device)
-    hidden = hidden.reshape(n // unit, unit, -1)[window_index].reshape(n, -1)
+    window_index = window_index.to(pixels.device)
+    # Window order first, on the (narrower) pixel rows, then the patch
+    # embedding -- a Conv3d whose kernel equals its stride, i.e. one GEMM --
+    # straight into the padded device buffer.
+    pixels = pixels.reshape(n // unit, unit, -1)[window_index].reshape(n, -1)
+    weight = tower.patch_embed.proj.weight
+    weight = weight.reshape(weight.shape[0], -1)
+    hidden = torch.zeros((specialization, weight.shape[0]), dtype=torch.float32)
+    if pixels.dtype == torch.float32 and weight.dtype == torch.float32:
+        torch.mm(pixels, weight.t(), out=hidden[:n])
+    else:
+        hidden[:n] = torch.mm(pixels, weight.t())
 
     # Attention masks in compact form: token i may attend to token j iff
     # their segment ids are equal (windows for window blocks, frames for
@@ -343,7 +352,7 @@ def qwen2_5_vision_pre_ops(
 
     pad = specialization - n
     feeds = {
-        "hidden_states": _padded(hidden, pad, 0.0, torch.float32, (hidden.shape[-1],)),
+        "hidden_states": hidden.numpy(),
         "rotary_cos": _padded(cos, pad, 0.0, torch.float32, (cos.shape[-1],)),
         "rotary_sin": _padded(sin, pad, 0.0, torch.float32, (sin.shape[-1],)),
         "full_attn_segments": _padded(full_segments, pad, PAD_SEGMENT, torch.int64, ()),
