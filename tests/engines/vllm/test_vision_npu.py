@@ -433,3 +433,13 @@ def test_export_cli_from_a_checkpoint_then_load_weights(tmp_path, tiny, vision_c
         capture_output=True, text=True, env=env, check=False,
     )
     assert again.returncode == 2 and "already holds a bundle" in again.stderr
+
+
+def test_bundle_of_another_vision_config_is_a_clear_error(tmp_path, tiny, bundle_cache):
+    from vllm.vision_npu.backend import VisionNPUBundleError
+    from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
+
+    bundle = _copy_bundle(bundle_cache, tmp_path / "bundle")  # used as the cache dir itself
+    deeper = tiny.tiny_vision_config(depth=6, fullatt_block_indexes=[2, 5])
+    with pytest.raises(VisionNPUBundleError, match=r"another vision config .*'depth', 'fullatt_block_indexes'"):
+        Qwen2_5_VisionTransformerNPU(deeper, norm_eps=1e-6, backend="onnxrt", cache_dir=str(bundle))
