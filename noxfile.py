@@ -9,7 +9,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "demo", "apply", "bridge", "check_markers", "test_vllm", "test_runners"]
+nox.options.sessions = ["lint", "tests", "demo", "apply", "bridge", "check_markers", "test_vllm", "test_runners", "test_lmdeploy"]
 
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"  # the CPU build on local disk; never an open range
@@ -144,3 +144,30 @@ def test_runners(session: nox.Session) -> None:
     # A report, not a gate, until the series is re-synced onto 0.30.0rc2 (exit 1 = conflicts listed).
     session.run("overlay", "preview-upgrade", "vllm-ascend", "--to", "0.30.0rc2", success_codes=[0, 1])
     session.run("pytest", "tests/verify", *session.posargs)
+
+
+LMDEPLOY_DEPS = (  # what importing lmdeploy's VL/serving modules needs here (no CUDA)
+    "transformers>=5.16.1,<5.20",  # Qwen3-VL code checked with torch 2.13 at 5.19.0
+    "safetensors", "pillow", "einops", "numpy", "pydantic>2", "mmengine-lite", "accelerate", "fire",
+    "shortuuid", "sentencepiece", "tiktoken", "protobuf", "pybase64", "cloudpickle", "fastapi",
+    "uvicorn", "openai", "openai_harmony", "partial_json_parser", "pyzmq", "aiohttp", "prometheus_client",
+)
+
+
+@nox.session(python=PYTHON)
+def test_lmdeploy(session: nox.Session) -> None:
+    """The lmdeploy payload on the CPU: the pinned 0.18.0 wheel installed with --no-deps,
+    `overlay apply lmdeploy --installed`, then the Qwen3-VL tests (TurboMind itself needs CUDA)."""
+    import json
+
+    session.install(TORCH)  # first: anything else could pull a CUDA build of torch
+    session.install(TORCH, *LMDEPLOY_DEPS, "pytest")
+    install_tool(session)
+    fetched = json.loads(session.run("overlay", "--format", "json", "fetch", "lmdeploy", silent=True))
+    session.install("--no-deps", fetched["archive"])  # lmdeploy pins a CUDA torch: never its deps
+    site = session.run("python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                       silent=True).strip()
+    # A reused venv still carries the last run's patches: restore the wheel's files first.
+    session.run("overlay", "unapply", "lmdeploy", "--installed", "--site-packages", site, success_codes=[0, 1, 2])
+    session.run("overlay", "apply", "lmdeploy", "--installed", "--site-packages", site)
+    session.run("pytest", "tests/engines/lmdeploy", *session.posargs)
