@@ -9,7 +9,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "demo", "apply", "bridge", "check_markers", "test_vllm", "test_runners", "test_lmdeploy"]
+nox.options.sessions = ["lint", "tests", "faults", "demo", "apply", "bridge", "check_markers", "test_vllm", "test_runners", "test_lmdeploy"]
 
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"  # the CPU build on local disk; never an open range
@@ -51,7 +51,15 @@ def tests(session: nox.Session) -> None:
     """Unit and integration tests of the tool (real git repositories in temp dirs)."""
     install_tool(session)
     # exit status 5 is pytest's "no tests collected": not a failure here.
-    session.run("pytest", "tests", "--ignore=tests/engines", *session.posargs, success_codes=[0, 5])
+    session.run("pytest", "tests", "--ignore=tests/engines", "--ignore=tests/faults", *session.posargs,
+                success_codes=[0, 5])
+
+
+@nox.session(python=PYTHON)
+def faults(session: nox.Session) -> None:
+    """Fault injection: kill -9, disk full, corrupt/truncated downloads, malformed inputs, races."""
+    install_tool(session)
+    session.run("pytest", "tests/faults", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,20 +238,32 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
             return report
         if opts.check:
             return report
+        started = time.time() - 1
         write_json_atomic(journal_path(repo), {
             "phase": "import", "branch": branch, "orig_branch": orig_branch, "orig_head": head,
-            "label": payload.label, "version": payload.version,
+            "label": payload.label, "version": payload.version, "started": started,
         })
         try:
             shas = gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(result))
             write_json_atomic(journal_path(repo), {
                 "phase": "checkout", "branch": branch, "orig_branch": orig_branch, "orig_head": head,
-                "label": payload.label, "version": payload.version,
+                "label": payload.label, "version": payload.version, "started": started,
             })
             gitops.checkout(repo, branch)
         except (git.GitCommandError, OSError) as exc:
-            _restore(repo, {"branch": branch, "orig_branch": orig_branch, "orig_head": head})
-            raise OverlayError(f"writing the branch failed and the checkout was restored: {exc}", path=root) from exc
+            cause = _describe(exc)
+            try:
+                _restore(repo, {"branch": branch, "orig_branch": orig_branch, "orig_head": head,
+                                "started": started})
+            except (git.GitCommandError, OSError) as again:
+                raise CheckFailed(
+                    f"writing the branch failed ({cause}) and so did restoring the checkout ({_describe(again)})",
+                    path=journal_path(repo),
+                    hint="free disk space / fix permissions, then run the same command with --abort",
+                ) from exc
+            journal_path(repo).unlink(missing_ok=True)
+            raise CheckFailed(f"writing the branch failed ({cause}); the checkout was restored", path=root,
+                              hint="free disk space / fix permissions, then run again") from exc
         journal_path(repo).unlink()
         for item, sha in zip([p for p in report.patches if p.status != SKIPPED and p.status != ALREADY], shas,
                              strict=False):
@@ -298,7 +311,26 @@ def _existing_branch(repo: git.Repo, payload: Payload, branch: str, report: Repo
                       hint=f"delete it (`git branch -D {branch}`) to re-apply, or pass --branch NEW")
 
 
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, git.GitCommandError):
+        return f"git {exc.command[1] if len(exc.command) > 1 else ''}: {(exc.stderr or '').strip() or exc.status}"
+    return str(exc)
+
+
+def _remove_stale_git_locks(repo: git.Repo, since: float) -> None:
+    """A git command of ours that died on a full disk can leave its *.lock files behind;
+    only those created during our run (after *since*) are removed."""
+    base = gitops.git_dir(repo)
+    candidates = [base / "index.lock", base / "HEAD.lock", base / "ORIG_HEAD.lock", base / "packed-refs.lock"]
+    candidates += list((base / "refs").rglob("*.lock"))
+    for lock in candidates:
+        if lock.exists() and lock.stat().st_mtime >= since:
+            lock.unlink()
+
+
 def _restore(repo: git.Repo, journal: dict) -> None:
+    if journal.get("started"):
+        _remove_stale_git_locks(repo, journal["started"])
     orig_head = journal.get("orig_head")
     if orig_head:
         gitops.restore(repo, journal.get("orig_branch"), orig_head)

@@ -137,9 +137,14 @@ def parse_versions(path: Path) -> tuple[Project | None, list[Problem]]:
     """Parse and validate VERSIONS.toml; return the project (if usable) and all problems."""
     rel = path.name
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise OverlayError(f"cannot read {VERSIONS_FILE}: {exc.strerror}", path=path) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        return None, [Problem(rel, line, f"not UTF-8 text (byte {raw[exc.start]:#x}); TOML files must be UTF-8")]
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -54,7 +54,8 @@ def git_dir(repo: git.Repo) -> Path:
 
 def dirty_paths(repo: git.Repo) -> list[str]:
     """Modified, staged or untracked (not ignored) paths; empty for a clean tree."""
-    out = repo.git.status("--porcelain", "--untracked-files=all", "-z")
+    # read-only: no opportunistic index refresh (it can leave index.lock behind on a full disk)
+    out = repo.git.execute(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=all", "-z"])
     return [entry[3:] for entry in out.split("\0") if entry]
 
 

@@ -92,6 +92,8 @@ def apply_installed(engine: Engine, pin: Pin, payload, site: Path | None, check:
     with TargetLock(root / RECORD_DIR / f"{engine.name}.lock", str(root)):
         record = read_json(record_dir / "record.json", "the installed-overlay record",
                            hint=f"run `overlay unapply {engine.name} --installed --force`")
+        if record is not None and record.get("state") == "saving":
+            record = None  # killed while saving originals: nothing was changed, start over
         if record is not None:
             if record.get("state") == "applied" and record.get("patches") == _fingerprint(payload):
                 report.status = "already-applied"
@@ -130,6 +132,8 @@ def _write(root: Path, record_dir: Path, engine: Engine, payload, changes) -> No
     originals = record_dir / "originals"
     shutil.rmtree(record_dir, ignore_errors=True)
     originals.mkdir(parents=True)
+    # "saving": originals are being copied, no installed file has changed yet
+    write_json_atomic(record_dir / "record.json", {"engine": engine.name, "state": "saving", "files": {}})
     files = {}
     for path, (content, _mode) in sorted(changes.items()):
         disk = root / path
@@ -170,6 +174,10 @@ def unapply_installed(engine: Engine, site: Path | None, force: bool) -> dict:
         if record is None:
             raise OverlayError(f"nothing is applied to the installed {engine.name}", path=root)
         files = record.get("files")
+        if record.get("state") == "saving":  # interrupted before any installed file changed
+            shutil.rmtree(record_dir)
+            _remove_if_only_lock(root / RECORD_DIR, f"{engine.name}.lock")
+            return {"engine": engine.name, "target": str(root), "restored": [], "status": "unapplied"}
         if not isinstance(files, dict):
             raise OverlayError("the installed-overlay record is corrupt", path=record_dir / "record.json",
                                hint="reinstall the package to restore it")

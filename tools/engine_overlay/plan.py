@@ -98,6 +98,8 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
         src = dst = _choose_name(state, fp, old, new, origin)
     if src is None or dst is None:
         return FileResult("?", "modify", FAILED, message="cannot tell which file the diff is for")
+    for path in {src, dst}:
+        state.check(path, origin, fp.line)
     current = state.read(src, origin, fp.line)
     action = "create" if creating else "delete" if deleting else "rename" if fp.rename else "copy" if fp.copy else "modify"
     shown = dst if action != "delete" else src

@@ -115,13 +115,22 @@ class Series:
 
 
 def strip_path(path: str | None, strip: int, git: bool = False) -> str | None:
-    """Drop *strip* leading components, like `patch -pN`; None for /dev/null."""
+    """Drop *strip* leading components, like `patch -pN`; None for /dev/null.
+
+    With -p0 the name is kept as written, so an absolute name stays absolute (and
+    is then refused); runs of slashes count as one separator, as in GNU patch.
+    """
     if path is None:
         return None
-    parts = [p for p in path.split("/") if p not in ("",)]
-    if len(parts) <= strip:
-        return None if not parts else parts[-1]
-    return "/".join(parts[strip:])
+    if strip == 0:
+        return path
+    rest = path
+    for _ in range(strip):
+        head, sep, tail = rest.partition("/")
+        if not sep:
+            return rest or None  # fewer components than -p: keep the last one
+        rest = tail.lstrip("/")
+    return rest or None
 
 
 def parse_series(path: Path) -> tuple[Series, list[Problem]]:

@@ -65,6 +65,7 @@ def sha256_file(path: Path) -> str:
 
 def _index_entry(index: str, project: str, filename: str) -> dict:
     """Find *filename* in the index's simple JSON API (PEP 691) with its digest."""
+    import http.client
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -74,8 +75,8 @@ def _index_entry(index: str, project: str, filename: str) -> dict:
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             data = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise OverlayError(f"cannot read the package index at {url}: {exc}",
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        raise OverlayError(f"cannot read the package index at {url}: {exc!r}",
                            hint="check the network or the pin's `index` in VERSIONS.toml") from exc
     for entry in data.get("files", []):
         if entry.get("filename") == filename:
@@ -87,6 +88,7 @@ def _index_entry(index: str, project: str, filename: str) -> dict:
 
 
 def _download(url: str, dest: Path, expected: str, size: int | None) -> None:
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -109,9 +111,9 @@ def _download(url: str, dest: Path, expected: str, size: int | None) -> None:
                 digest.update(chunk)
                 if progress is not None:
                     progress.update(task, advance=len(chunk))
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         part.unlink(missing_ok=True)
-        raise OverlayError(f"download of {dest.name} failed: {exc}", path=dest,
+        raise OverlayError(f"download of {dest.name} failed: {exc!r}", path=dest,
                            hint="run `overlay fetch` again; nothing was kept") from exc
     finally:
         if progress is not None:

@@ -66,6 +66,10 @@ class TreeState:
             raise OverlayError(f"{path!r} is not a regular file in the target", path=origin, line=line)
         return disk.read_bytes(), file_mode(st.st_mode)
 
+    def check(self, path: str, origin: str = "", line: int | None = None) -> None:
+        """Refuse a path outside the tree or through a symlink, before anything is planned."""
+        self._disk_path(path, origin, line)
+
     def exists(self, path: str, origin: str = "", line: int | None = None) -> bool:
         return self.read(path, origin, line) is not None
 
