@@ -49,11 +49,22 @@ def synthetic_series(tree: Path, work: Path, count: int) -> Path:
     return out
 
 
-def project_series(work: Path) -> Path:
-    """The vLLM series in mbox form (every patch of this repository is format-patch)."""
+def project_series(work: Path, version: str = "0.32.0") -> Path:
+    """The vLLM series for *version* (patches whose Applies-To excludes it left out)."""
+    from packaging.specifiers import SpecifierSet
+
+    from engine_overlay.series import parse_patch, parse_series
+
     src = ROOT / "patches" / "vllm"
     out = work / "vllm-patches"
     shutil.copytree(src, out)
+    series, _ = parse_series(out / "series")
+    keep = []
+    for entry in series.entries:
+        spec = parse_patch(out / entry.name).applies_to
+        if spec is None or SpecifierSet(spec).contains(version, prereleases=True):
+            keep.append(entry.name)
+    (out / "series").write_text("".join(f"{name}\n" for name in keep))
     return out
 
 

@@ -63,6 +63,9 @@ def markdown(report: dict) -> str:
             lines.append(f"| {item['script']} | failed | — | — | — | — | {item['error'][:80]} |")
             continue
         unit = item.get("unit", "s")
+        if item.get("baseline_value") is None or item.get("ratio") is None:
+            lines.append(f"| {item['name']} | {item['metric']} | {item['value']:.4g} {unit} | — | — | — | |")
+            continue
         spread = item.get("spread")
         spread_text = f"{spread[0]:.4g}–{spread[1]:.4g} {unit}" if spread else ""
         lines.append(f"| {item['name']} | {item['metric']} | {item['value']:.4g} {unit} | {item['baseline']} | "

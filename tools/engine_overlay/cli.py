@@ -29,9 +29,29 @@ from .lint import lint_project
 from .report import render
 from .status import status_git
 
+# Commands that live in their own subpackages, imported only when invoked (start-up time).
+_LAZY_COMMANDS = {
+    "markers": ("markers.cli", "markers_group"),
+    "check-markers": ("markers.cli", "check_markers_cmd"),
+    "transplant": ("markers.cli", "transplant_cmd"),
+    "verify": ("verify", "verify_cmd"),
+}
+
 
 class OverlayGroup(click.Group):
-    """Turns user errors (and OS errors such as a full disk) into one message, no traceback."""
+    """Turns user errors (and OS errors such as a full disk) into one message, no traceback;
+    commands of the subpackages are imported only when invoked (start-up time)."""
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx, name):
+        if name in _LAZY_COMMANDS and name not in self.commands:
+            import importlib
+
+            module, attr = _LAZY_COMMANDS[name]
+            self.add_command(getattr(importlib.import_module(f"{__package__}.{module}"), attr), name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -352,21 +372,6 @@ def diff_upstream_cmd(engine, from_version, to_version, paths) -> None:
                       f"between {from_version} and {to_version}", markup=False)
 
     ui.emit("diff-upstream", result, human)
-
-
-def _register_optional() -> None:
-    """Commands that live in their own subpackages."""
-    try:
-        from .markers.cli import check_markers_cmd, markers_group, transplant_cmd
-    except ImportError:
-        return
-    cli.add_command(markers_group, "markers")
-    cli.add_command(check_markers_cmd, "check-markers")
-    cli.add_command(transplant_cmd, "transplant")
-    cli.add_command(__import__(f"{__package__}.verify", fromlist=["verify_cmd"]).verify_cmd, "verify")
-
-
-_register_optional()
 
 
 def main() -> None:
