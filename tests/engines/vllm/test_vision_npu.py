@@ -443,3 +443,68 @@ def test_bundle_of_another_vision_config_is_a_clear_error(tmp_path, tiny, bundle
     deeper = tiny.tiny_vision_config(depth=6, fullatt_block_indexes=[2, 5])
     with pytest.raises(VisionNPUBundleError, match=r"another vision config .*'depth', 'fullatt_block_indexes'"):
         Qwen2_5_VisionTransformerNPU(deeper, norm_eps=1e-6, backend="onnxrt", cache_dir=str(bundle))
+
+
+# -------------------------------------------------------------- whole model
+
+def _tiny_checkpoint(directory: Path, vision_config, checkpoint: dict) -> Path:
+    from safetensors.torch import save_file
+    from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLConfig
+
+    config = Qwen2_5_VLConfig(
+        vision_config=vision_config.to_dict(),
+        text_config=dict(hidden_size=48, intermediate_size=96, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, vocab_size=256,
+                         rms_norm_eps=1e-6),
+    )
+    config.save_pretrained(directory)
+    save_file(checkpoint, str(directory / "model.safetensors"))
+    return directory
+
+
+def test_patched_model_class_builds_either_tower(monkeypatch, tmp_path, tiny, vision_config, stock, bundle_cache, record_accuracy):
+    """Qwen2_5_VLForConditionalGeneration itself (patch 0002): stock tower with
+    the variable unset, NPU tower with it set; both loaded through the model's
+    load_weights from an HF-named checkpoint; embed_multimodal per item equal."""
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.config import ModelConfig, VllmConfig, set_current_vllm_config
+    from vllm.model_executor.models.qwen2_5_vl import (
+        Qwen2_5_VisionTransformer,
+        Qwen2_5_VLForConditionalGeneration,
+    )
+    from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
+
+    checkpoint = tiny.hf_checkpoint_state(stock[1], prefix="model.visual.")
+    model_dir = _tiny_checkpoint(tmp_path / "tiny-qwen2.5-vl", vision_config, checkpoint)
+    vllm_config = VllmConfig(
+        model_config=ModelConfig(model=str(model_dir), skip_tokenizer_init=True, dtype="float32")
+    )
+    grid = [[1, 12, 14], [1, 8, 8]]
+    kwargs = {"pixel_values": pixel_values(grid, seed=21), "image_grid_thw": torch.tensor(grid)}
+
+    def build_and_embed():
+        # A second model on the same config: forget the first one's layers.
+        vllm_config.compilation_config.static_forward_context.clear()
+        with set_current_vllm_config(vllm_config):
+            model = Qwen2_5_VLForConditionalGeneration(vllm_config=vllm_config, prefix="")
+        loaded = model.load_weights(iter(checkpoint.items()))
+        assert "visual.blocks.0.mlp.gate_up_proj.weight" in loaded
+        tiny.finish_loading(model.visual)
+        with torch.no_grad():
+            return model.visual, model.embed_multimodal(**kwargs)
+
+    monkeypatch.delenv("VLLM_VISION_NPU_BACKEND", raising=False)
+    stock_visual, stock_items = build_and_embed()
+    assert type(stock_visual) is Qwen2_5_VisionTransformer
+
+    monkeypatch.setenv("VLLM_VISION_NPU_BACKEND", "onnxrt")
+    monkeypatch.setenv("VLLM_VISION_NPU_CACHE", str(bundle_cache))
+    npu_visual, npu_items = build_and_embed()
+    assert isinstance(npu_visual, Qwen2_5_VisionTransformerNPU)
+
+    assert [t.shape for t in npu_items] == [t.shape for t in stock_items] == [(42, 48), (16, 48)]
+    ref, out = torch.cat(list(stock_items)), torch.cat(list(npu_items))
+    cosine = torch.nn.functional.cosine_similarity(ref.double().flatten(), out.double().flatten(), dim=0).item()
+    record_accuracy("whole model (0002)", str(grid), str([t.specialization for t in npu_visual.last_timings]),
+                    cosine, (ref - out).abs().max().item(), ref.abs().max().item())
+    assert cosine >= 0.999
