@@ -508,3 +508,34 @@ def test_patched_model_class_builds_either_tower(monkeypatch, tmp_path, tiny, vi
     record_accuracy("whole model (0002)", str(grid), str([t.specialization for t in npu_visual.last_timings]),
                     cosine, (ref - out).abs().max().item(), ref.abs().max().item())
     assert cosine >= 0.999
+
+
+def test_bfloat16_tower_matches_stock(tmp_path, tiny, vision_config, make_npu_tower, record_accuracy):
+    """Checkpoints run in bfloat16: the stock tower computes in bf16, the device
+    graph in float32 from the same bf16 weights; the tower returns bf16."""
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.vision_npu.export import export_qwen2_5_vision_bundle
+    from vllm.vision_npu.models.qwen2_5_vl_graph import Qwen2_5_VisionGraphConfig
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        stock_bf16, state = tiny.build_stock_tower(vision_config, seed=1)
+        export_qwen2_5_vision_bundle(
+            Qwen2_5_VisionGraphConfig.from_vision_config(vision_config, 1e-6),
+            {k: v.float().numpy() for k, v in state.items()}, SIZES, cache_dir=tmp_path,
+        )
+        npu_bf16 = make_npu_tower(cache_dir=tmp_path, state=state)
+    finally:
+        torch.set_default_dtype(default)
+    assert stock_bf16.dtype == npu_bf16.dtype == torch.bfloat16
+    grid = [[1, 24, 24], [1, 12, 14], [2, 8, 8]]
+    x = pixel_values(grid, seed=13).to(torch.bfloat16)
+    with torch.no_grad():
+        ref, out = stock_bf16(x, grid_thw=grid), npu_bf16(x, grid_thw=grid)
+    assert out.dtype == ref.dtype == torch.bfloat16 and out.shape == ref.shape
+    cosine = torch.nn.functional.cosine_similarity(ref.double().flatten(), out.double().flatten(), dim=0).item()
+    max_abs = (ref.float() - out.float()).abs().max().item()
+    record_accuracy("bfloat16 tower", str(grid), str([t.specialization for t in npu_bf16.last_timings]),
+                    cosine, max_abs, ref.abs().max().item())
+    assert cosine >= 0.999
