@@ -253,3 +253,29 @@ def test_rebuild_recreates_branch_after_series_change(tmp_path, upstream, run_cl
     assert [p["status"] for p in data["patches"]] == ["applied", "applied"]
     assert git(upstream, "rev-list", "--count", "main..HEAD").strip() == "2"
     assert "line two" in (upstream / "pkg/a.py").read_text()
+
+
+def test_empty_new_file_kept_like_quilt_or_removed_like_dpkg_source(tmp_path, upstream, run_cli):
+    diff = ("diff --git a/pkg/empty.txt b/pkg/empty.txt\nnew file mode 100644\nindex 0000000..e69de29\n")
+    project = make_project(tmp_path / "proj", {"0001-empty.patch": diff})
+    assert run_cli("apply", "demo", "--checkout", str(upstream), project=project)[0] == 0
+    assert (upstream / "pkg/empty.txt").read_bytes() == b""
+    git(upstream, "checkout", "-q", "main")
+    code, out, _ = run_cli("apply", "demo", "--checkout", str(upstream), "--remove-empty", "--branch", "dpkg",
+                           project=project)
+    assert code == 0, out
+    assert not (upstream / "pkg/empty.txt").exists()
+
+
+def test_patch_without_diff_is_a_noop_and_odd_authors_are_kept(tmp_path, upstream, run_cli):
+    project = make_project(tmp_path / "proj", {})
+    series_dir = project / "patches/demo"
+    (series_dir / "0001-empty.patch").write_text("")
+    (series_dir / "0002-author.patch").write_text(
+        "From: drh <>\nSubject: Fix b\n\nBecause.\n\nUpstream-Status: Pending\n---\n"
+        + diff_of(upstream, "pkg/b.py", "alpha\nBETA\ngamma\ndelta\n", "b"))
+    (series_dir / "series").write_text("0001-empty.patch\n0002-author.patch\n")
+    code, out, data = run_cli("--format", "json", "apply", "demo", "--checkout", str(upstream), project=project)
+    assert code == 0, out
+    assert [p["status"] for p in data["patches"]] == ["applied", "applied"]
+    assert git(upstream, "log", "-1", "--format=%an <%ae>").strip() == "drh <unknown@localhost>"

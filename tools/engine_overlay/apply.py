@@ -37,6 +37,7 @@ class ApplyOptions:
     force_base: bool = False
     branch: str | None = None
     rebuild: bool = False  # recreate an existing overlay branch whose series changed
+    remove_empty: bool = False  # like `patch -E` / dpkg-source: drop files a patch leaves empty
 
 
 @dataclass
@@ -227,7 +228,7 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
             report.warnings.append(f"--rebuild: recreated {branch} on {head[:12]}")
         read_blob = lambda sha: gitops.read_blob(repo, sha)  # noqa: E731
         result = plan(TreeState(root), payload.patches, payload.overlay_files, payload.replaces, read_blob,
-                      overlay_label=f"overlay: {payload.label} files")
+                      overlay_label=f"overlay: {payload.label} files", remove_empty=opts.remove_empty)
         _fill(report, payload, result)
         if not result.ok:
             report.status = "failed"

@@ -151,16 +151,19 @@ def _target_options(func):
 @click.option("--force-base", is_flag=True, help="Apply even if the base is not the pinned version.")
 @click.option("--branch", help="Branch to create (default overlay/<engine>-<version>).")
 @click.option("--rebuild", is_flag=True, help="Recreate the overlay branch if the series changed since.")
+@click.option("--remove-empty", is_flag=True,
+              help="Delete files a patch leaves empty, like `patch -E` (dpkg-source); quilt keeps them.")
 @click.option("--series", "series_path", type=click.Path(exists=True, path_type=Path),
               help="With --checkout: apply this quilt/format-patch series instead of an engine's.")
 @click.option("--abort", "do_abort", is_flag=True, help="Restore the checkout after an interrupted run.")
 @click.option("--continue", "do_continue", is_flag=True, help="Finish an interrupted run.")
-def apply(engine, version, checkout, installed, site, check, keep, force_base, branch, rebuild, series_path,
-          do_abort, do_continue) -> None:
+def apply(engine, version, checkout, installed, site, check, keep, force_base, branch, rebuild, remove_empty,
+          series_path, do_abort, do_continue) -> None:
     """Apply ENGINE's series and overlay files (to the fetched tree by default)."""
     if installed and checkout:
         raise click.UsageError("--installed and --checkout exclude each other")
-    opts = ApplyOptions(check=check, keep=keep, force_base=force_base, branch=branch, rebuild=rebuild)
+    opts = ApplyOptions(check=check, keep=keep, force_base=force_base, branch=branch, rebuild=rebuild,
+                        remove_empty=remove_empty)
     if series_path is not None:
         if checkout is None:
             raise click.UsageError("--series needs --checkout PATH")

@@ -179,13 +179,18 @@ def commit_message(patch: Patch) -> str:
 
 def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: list[OverlayFile],
          replaces: tuple[str, ...] = (), read_blob: BlobReader | None = None,
-         overlay_label: str = "overlay files") -> Plan:
-    """Plan every patch (reverse flag per patch) then the overlay files, in memory."""
+         overlay_label: str = "overlay files", remove_empty: bool = False) -> Plan:
+    """Plan every patch (reverse flag per patch) then the overlay files, in memory.
+
+    *remove_empty* deletes files a patch leaves empty, like `patch -E` (what
+    dpkg-source does; quilt and git keep them).
+    """
     results: list[PatchResult] = []
     commits: list[PlannedCommit] = []
     for patch, reverse in patches:
-        if patch.problems:
-            first = patch.problems[0]
+        errors = [p for p in patch.problems if p.severity == "error"]
+        if errors:
+            first = errors[0]
             raise OverlayError(first.message, path=first.file, line=first.line or None,
                                hint="fix the patch file (run `overlay lint` for every problem)")
         changes: dict[str, tuple[bytes | None, int]] = {}
@@ -209,6 +214,8 @@ def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: lis
         else:
             status = APPLIED
         results.append(PatchResult(patch.name, status, patch.sha256, files))
+        if remove_empty:
+            changes = {p: ((None, m) if c == b"" else (c, m)) for p, (c, m) in changes.items()}
         if status in (APPLIED, OFFSET, THREE_WAY):
             state.changes.update(changes)
             commits.append(PlannedCommit(commit_message(patch), parse_author(patch.author), patch_when(patch), changes))

@@ -202,8 +202,9 @@ def parse_patch_bytes(raw: bytes, path: Path, name: str, strip: int = DEFAULT_ST
     headers, header_lines, subject, body, author, date = _parse_headers(header_text, mbox)
     problems: list[Problem] = []
     files = _parse_diff(lines, diff_start, str(path), problems)
-    if not files and not problems:
-        problems.append(Problem(str(path), 0, "no diff found in patch"))
+    if not files and not problems and raw.strip():
+        # quilt applies such a patch as a no-op; it is worth a look, not a failure
+        problems.append(Problem(str(path), 0, "no diff found in patch (it changes nothing)", "warning"))
     return Patch(
         name=name, path=path, strip=strip, raw=raw, headers=headers, header_lines=header_lines,
         subject=subject, body=body, author=author, date=date, files=files, mbox=mbox,
@@ -477,6 +478,8 @@ def parse_author(value: str | None) -> tuple[str, str]:
     if not value:
         return "engine-overlay", "engine-overlay@localhost"
     name, mail = email.utils.parseaddr(value)
-    if not mail:
-        return value.strip(), "unknown@localhost"
-    return (name or mail.split("@")[0]), mail
+    if not name and not mail:
+        name = value
+    name = re.sub(r"[<>\n\r]", "", name or mail.split("@")[0]).strip() or "unknown"
+    mail = re.sub(r"[<>\s]", "", mail) or "unknown@localhost"
+    return name, mail
