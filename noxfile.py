@@ -141,16 +141,64 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def test_runners(session: nox.Session) -> None:
-    """vllm-ascend NPU runners (derived-file patches): fetch both pins and their paired vLLM
-    trees, apply + verify on the default pin, preview the move to 0.30.0rc2, test `overlay verify`."""
+    """vllm-ascend NPU runners (derived-file patches, one variant per pin range): fetch both pins and
+    their paired vLLM trees, apply + verify each pin, preview and run the 0.23.0.post1 -> 0.30.0rc2
+    upgrade (in a throwaway copy of the project), test `overlay verify`."""
+    import json
+    import shutil
+
     install_tool(session)
-    for engine, version in (("vllm-ascend", "0.23.0.post1"), ("vllm-ascend", "0.30.0rc2"),
-                            ("vllm", "0.23.0"), ("vllm", "0.30.0")):
+    old, new = "0.23.0.post1", "0.30.0rc2"
+    for engine, version in (("vllm-ascend", old), ("vllm-ascend", new), ("vllm", "0.23.0"), ("vllm", "0.30.0")):
         session.run("overlay", "fetch", engine, "--version", version)
-    session.run("overlay", "apply", "vllm-ascend", "--rebuild")
-    session.run("overlay", "verify", "vllm-ascend")
-    # A report, not a gate, until the series is re-synced onto 0.30.0rc2 (exit 1 = conflicts listed).
-    session.run("overlay", "preview-upgrade", "vllm-ascend", "--to", "0.30.0rc2", success_codes=[0, 1])
+    for version in (old, new):
+        session.run("overlay", "apply", "vllm-ascend", "--version", version, "--rebuild")
+        session.run("overlay", "verify", "vllm-ascend", "--version", version)
+
+    # The preview must apply the 0.30 variants cleanly and skip the <0.30 ones. Its exit status is 1
+    # ("conflicts") as soon as the series has a patch skipped by Applies-To, so judge the report itself.
+    tmp = Path(session.create_tmp()).resolve()
+    report_file = tmp / "preview-upgrade.json"
+    with report_file.open("w") as out:
+        session.run("overlay", "--format", "json", "preview-upgrade", "vllm-ascend", "--from", old, "--to", new,
+                    stdout=out, stderr=None, success_codes=[0, 1])
+    patches = json.loads(report_file.read_text())["report"]["patches"]
+    applied = sorted(p["name"] for p in patches if p["status"] in ("applied", "offset", "3-way"))
+    wrong = [f"{p['name']}: {p['status']}" for p in patches
+             if p["status"] not in ("applied", "offset", "3-way", "skipped")]
+    if wrong or not applied or any("-0.30-" not in name for name in applied):
+        session.error(f"preview-upgrade {old} -> {new}: applied {applied}, not applied {wrong}")
+    session.log(f"preview-upgrade {old} -> {new}: clean ({', '.join(applied)})")
+
+    # `overlay upgrade` for real, on a copy of the project and its own cache (it moves the pin and
+    # rewrites patches/); the upgraded runners must equal what `apply` made above, blocks intact.
+    here = Path(__file__).parent
+    project, cache = tmp / "project", tmp / "cache"
+    for path in (project, cache):
+        shutil.rmtree(path, ignore_errors=True)
+    project.mkdir(parents=True)
+    shutil.copy2(here / "VERSIONS.toml", project / "VERSIONS.toml")
+    for name in ("patches", "markers", "overlay"):
+        if (here / name).is_dir():
+            shutil.copytree(here / name, project / name)
+    real_cache = Path(session.run("python", "-c", "from engine_overlay import sources; "
+                                  "print(sources.tree_path('x', 'y').parent.parent)",
+                                  silent=True).strip().splitlines()[-1])
+    (cache / "downloads").mkdir(parents=True)
+    for version in (old, new):
+        shutil.copy2(real_cache / "downloads" / f"vllm_ascend-{version}.tar.gz", cache / "downloads")
+    env = {"ENGINE_OVERLAY_CACHE": str(cache)}
+    overlay = ("overlay", "--project", str(project))
+    for version in (old, new):
+        session.run(*overlay, "fetch", "vllm-ascend", "--version", version, env=env)
+    session.run(*overlay, "upgrade", "vllm-ascend", "--from", old, "--to", new, env=env)
+    upgraded = cache / "trees" / f"vllm-ascend-{new}"
+    session.run(*overlay, "check-markers", "--against", str(project / "markers" / "vllm-ascend.json"),
+                "--root", str(upgraded), env=env)
+    for name in ("npu_ar_model_runner.py", "npu_generation_model_runner.py"):
+        path = Path("vllm_ascend", "worker", name)
+        if (upgraded / path).read_bytes() != (real_cache / "trees" / f"vllm-ascend-{new}" / path).read_bytes():
+            session.error(f"{path}: the upgraded tree differs from `overlay apply vllm-ascend --version {new}`")
     session.run("pytest", "tests/verify", *session.posargs)
 
 
