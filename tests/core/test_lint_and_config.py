@@ -108,3 +108,11 @@ def test_series_and_patch_headers(tmp_path):
     assert patch.mbox and patch.subject == "Fix f" and patch.upstream_status == "Pending"
     assert patch.author == "Dev <dev@example.com>"
     assert patch.files[0].hunks[0].old == [b"a\n"] and patch.files[0].hunks[0].new == [b"b\n"]
+
+
+def test_git_diff_with_mnemonic_prefixes(tmp_path):
+    path = tmp_path / "m.patch"
+    path.write_text("Subject: x\n\n---\ndiff --git i/src/groupmod.c w/src/groupmod.c\nindex 006eca1c..7eae4c6f 100644\n"
+                    "--- i/src/groupmod.c\n+++ w/src/groupmod.c\n@@ -1 +1 @@\n-a\n+b\n")
+    fp = parse_patch(path).files[0]
+    assert fp.git and fp.target(1) == ("src/groupmod.c", "src/groupmod.c")

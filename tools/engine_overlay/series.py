@@ -334,7 +334,9 @@ def _parse_diff(lines: list[bytes], start: int, where: str, problems: list[Probl
     while i < n:
         line = lines[i]
         if line.startswith(b"diff --git "):
-            match = re.match(rb'^diff --git ("?a/.*?"?) ("?b/.*"?)\s*$', line.rstrip(b"\r\n"))
+            # any prefixes (a/ b/, or i/ w/ c/ o/ with diff.mnemonicPrefix); ---/+++ refine them
+            match = re.match(rb'^diff --git ("(?:[^"\\]|\\.)*"|\S+) ("(?:[^"\\]|\\.)*"|\S+)\s*$',
+                             line.rstrip(b"\r\n"))
             old = new = None
             if match:
                 old, new = _unquote(match.group(1)), _unquote(match.group(2))
@@ -381,11 +383,15 @@ def _parse_diff(lines: list[bytes], start: int, where: str, problems: list[Probl
                 current = FilePatch(old_path=old, new_path=new, line=i + 1)
                 files.append(current)
             else:
-                # git diff: ---/+++ confirm the names from the diff --git line
+                # git diff: ---/+++ name the files exactly (the diff --git line can be ambiguous)
                 if old is None:
                     current.new_file, current.old_path = True, None
+                elif not current.rename and not current.copy:
+                    current.old_path = old
                 if new is None:
                     current.deleted, current.new_path = True, None
+                elif not current.rename and not current.copy:
+                    current.new_path = new
             i += 2
             continue
         if line.startswith(b"@@ "):
