@@ -168,12 +168,8 @@ def apply(engine, version, checkout, installed, site, check, keep, force_base, b
         if checkout is None:
             raise click.UsageError("--series needs --checkout PATH")
         repo = gitops.open_repo(checkout)
-        if do_abort or do_continue:
-            message = abort(repo)
-            if do_abort:
-                ui.emit("apply", {"status": "aborted", "message": message}, lambda c: c.print(message))
-                return
-        _finish(apply_git(repo, series_payload(series_path.resolve()), opts, "checkout"))
+        if not _resolve_interrupted(repo, do_abort, do_continue):
+            _finish(apply_git(repo, series_payload(series_path.resolve()), opts, "checkout"))
         return
     if not engine:
         raise click.UsageError("missing ENGINE (or use --series with --checkout)")
@@ -185,16 +181,27 @@ def apply(engine, version, checkout, installed, site, check, keep, force_base, b
         return
     path, kind = target_for(eng, pin, checkout)
     repo = gitops.open_repo(path)
-    if do_abort or do_continue:
-        message = abort(repo)
-        if do_abort:
-            ui.emit("apply", {"status": "aborted", "message": message}, lambda c: c.print(message))
-            return
+    if _resolve_interrupted(repo, do_abort, do_continue):
+        return
     report = apply_git(repo, payload, opts, kind, base_check=lambda r: base_problem(r, eng.name, pin))
     check = _marker_check(eng)
     if check is not None and report.status in ("applied", "already-applied"):
         _run_markers(report, check, path)
     _finish(report)
+
+
+def _resolve_interrupted(repo, do_abort: bool, do_continue: bool) -> bool:
+    """--abort / --continue: restore the journalled state; True when the command is done.
+
+    Commits are deterministic, so --continue is a restore followed by the same apply.
+    """
+    if not (do_abort or do_continue):
+        return False
+    message = abort(repo)
+    if do_continue:
+        return False
+    ui.emit("apply", {"status": "aborted", "message": message}, lambda c: c.print(message, markup=False))
+    return True
 
 
 def _marker_check(engine):

@@ -210,8 +210,6 @@ def unapply_installed(engine: Engine, site: Path | None, force: bool) -> dict:
 
 def status_installed(engine: Engine, pin: Pin, payload, site: Path | None) -> Report:
     """Read the record next to the installed package and compare with the series."""
-    from .report import APPLIED, CHANGED, PENDING, OverlayFileResult, PatchResult
-
     dist = find_distribution(engine, site)
     root = installed_root(dist)
     report = Report("status", engine.name, pin.version, str(root), "installed", "ok")
@@ -222,19 +220,13 @@ def status_installed(engine: Engine, pin: Pin, payload, site: Path | None) -> Re
                        hint=f"run `overlay unapply {engine.name} --installed --force`") or {}
     if record.get("state") not in (None, "applied"):
         report.warnings.append("an interrupted apply is recorded: run `overlay unapply --installed`")
-    applied = {name: sha for name, sha in record.get("patches", [])}
-    for patch, _ in payload.patches:
-        if patch.name not in applied:
-            report.patches.append(PatchResult(patch.name, PENDING, patch.sha256))
-        else:
-            state = APPLIED if applied[patch.name] == patch.sha256 else CHANGED
-            report.patches.append(PatchResult(patch.name, state, patch.sha256))
-    report.patches += payload.skipped
-    for item in payload.overlay_files:
-        disk = root / item.path
-        status = "missing" if not disk.is_file() else "in-sync" if disk.read_bytes() == item.content() else "differs"
-        report.overlay_files.append(OverlayFileResult(item.path, status, f"{item.mode:o}"))
-    bad = [p for p in report.patches if p.status in (PENDING, CHANGED)]
-    bad += [f for f in report.overlay_files if f.status != "in-sync"]
-    report.status = "ok" if not bad else "out-of-date"
+    from .status import fill_status
+
+    applied = {name: (sha, None) for name, sha in record.get("patches", [])}
+
+    def read(path: str) -> bytes | None:
+        disk = root / path
+        return disk.read_bytes() if disk.is_file() else None
+
+    fill_status(report, payload, applied, read)
     return report

@@ -60,10 +60,6 @@ class Report:
     markers: dict | None = None
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def failed(self) -> list[PatchResult]:
-        return [p for p in self.patches if p.status not in OK_PATCH and p.status not in (PENDING,)]
-
 
 _STYLE = {
     APPLIED: "green", OFFSET: "yellow", THREE_WAY: "yellow", FAILED: "bold red", ALREADY: "magenta",

@@ -3,6 +3,8 @@ in-sync / differs / missing — read from the overlay branch's commits, never fr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import git
 
 from . import gitops
@@ -25,20 +27,30 @@ def status_git(repo: git.Repo, payload: Payload, target_kind: str, branch: str |
             applied[name] = (sha, commit)
     else:
         report.warnings.append(f"branch {branch} does not exist: nothing applied yet")
+
+    def read(path: str) -> bytes | None:
+        return gitops.read_at(repo, tip, path) if exists else None
+
+    fill_status(report, payload, applied, read)
+    return report
+
+
+def fill_status(report: Report, payload: Payload, applied: dict[str, tuple[str, str | None]],
+                read: Callable[[str], bytes | None]) -> None:
+    """Per patch (from *applied*: name -> (sha256, commit)) and per overlay file (from *read*)."""
     for patch, _ in payload.patches:
         if patch.name not in applied:
             report.patches.append(PatchResult(patch.name, PENDING, patch.sha256))
-        else:
-            sha, commit = applied[patch.name]
-            state = APPLIED if sha == patch.sha256 else CHANGED
-            report.patches.append(PatchResult(patch.name, state, patch.sha256, commit=commit,
-                                              message="" if state == APPLIED else f"applied sha256 {sha[:12]}"))
+            continue
+        sha, commit = applied[patch.name]
+        state = APPLIED if sha == patch.sha256 else CHANGED
+        report.patches.append(PatchResult(patch.name, state, patch.sha256, commit=commit,
+                                          message="" if state == APPLIED else f"applied sha256 {sha[:12]}"))
     report.patches += payload.skipped
     for item in payload.overlay_files:
-        current = gitops.read_at(repo, tip, item.path) if exists else None
+        current = read(item.path)
         status = "missing" if current is None else "in-sync" if current == item.content() else "differs"
         report.overlay_files.append(OverlayFileResult(item.path, status, f"{item.mode:o}"))
     bad = [p for p in report.patches if p.status in (PENDING, CHANGED)]
     bad += [f for f in report.overlay_files if f.status != "in-sync"]
     report.status = "ok" if not bad else "out-of-date"
-    return report
