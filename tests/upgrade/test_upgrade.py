@@ -188,3 +188,16 @@ def test_applies_to_serves_several_pins(scenario, run_cli):
     before = (series_dir / "series").read_text()
     assert run_cli("export", "eng", "--version", "2.0", project=scenario)[0] == 0
     assert (series_dir / "series").read_text() == before
+
+
+def test_export_regenerates_a_diffstat_the_patch_had(scenario, run_cli):
+    patch = scenario / "patches/eng/0002-offset.patch"
+    text = patch.read_text()
+    patch.write_text(text.replace("---\ndiff --git", "---\n pkg/b.py | 2 +-\n 1 file changed, 1 insertion(+), "
+                                  "1 deletion(-)\n\ndiff --git", 1))
+    (scenario / "patches/eng/series").write_text("0001-clean.patch\n0002-offset.patch\n")
+    code, out, result = run_cli("--format", "json", "upgrade", "eng", "--to", "2.0", project=scenario)
+    assert code == 0, out
+    refreshed = patch.read_text()
+    assert " pkg/b.py | 2 +-\n 1 file changed, 1 insertion(+), 1 deletion(-)\n\ndiff --git" in refreshed
+    assert "@@ -7,7 +7,7 @@" in text and "@@ -9,7 +9,7 @@" in refreshed  # the real change: 2 lines down
