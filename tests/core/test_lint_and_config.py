@@ -116,3 +116,14 @@ def test_git_diff_with_mnemonic_prefixes(tmp_path):
                     "--- i/src/groupmod.c\n+++ w/src/groupmod.c\n@@ -1 +1 @@\n-a\n+b\n")
     fp = parse_patch(path).files[0]
     assert fp.git and fp.target(1) == ("src/groupmod.c", "src/groupmod.c")
+
+
+def test_lint_flags_a_pin_no_patch_applies_to(tmp_path, run_cli):
+    repo = make_repo(tmp_path / "up", {"a.txt": "a\nb\nc\n"})
+    project = make_project(tmp_path / "proj", {"0001-a.patch": diff_of(repo, "a.txt", "a\nB\nc\n", "a")},
+                           version="0.30.0rc2")
+    patch = project / "patches/demo/0001-a.patch"
+    patch.write_text(patch.read_text().replace("Upstream-Status: Pending\n",
+                                               "Upstream-Status: Pending\nApplies-To: >=0.30\n"))
+    code, out, _ = run_cli("lint", project=project)
+    assert code == 1 and "no patch of the series applies to demo 0.30.0rc2" in out

@@ -6,6 +6,7 @@ both as git sources, so `overlay fetch` clones it like any remote.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,44 @@ def test_export_regenerates_a_diffstat_the_patch_had(scenario, run_cli):
     refreshed = patch.read_text()
     assert " pkg/b.py | 2 +-\n 1 file changed, 1 insertion(+), 1 deletion(-)\n\ndiff --git" in refreshed
     assert "@@ -7,7 +7,7 @@" in text and "@@ -9,7 +9,7 @@" in refreshed  # the real change: 2 lines down
+
+
+def test_upgrade_of_a_copied_file_merges_the_new_upstream_source(tmp_path, run_cli):
+    source = "".join(f"def f{i}():\n    return {i}\n\n" for i in range(30))
+    up = make_repo(tmp_path / "upstream", {"pkg/runner.py": source}, tag="v1.0")
+    git(up, "checkout", "-q", "-b", "derive")
+    derived = source.replace("def f15():\n    return 15\n", "def f15():\n    # ---- Omni-new ----\n"
+                             "    hidden = 1\n    # ---- Omni-new ----\n    return 15\n")
+    (up / "pkg/npu_runner.py").write_text(derived)
+    git(up, "add", "-A")
+    git(up, "commit", "-qm", "derive")
+    diff = git(up, "diff", "-C", "--find-copies-harder", "--full-index", "v1.0", "HEAD")
+    assert "copy from pkg/runner.py" in diff
+    git(up, "checkout", "-q", "main")
+    (up / "pkg/runner.py").write_text(source.replace("    return 15\n", "    return 15 + 0  # 2.0\n")
+                                      .replace("    return 2\n", "    return 2  # 2.0\n"))
+    git(up, "commit", "-qam", "2.0")
+    git(up, "tag", "v2.0")
+    c1, c2 = git(up, "rev-parse", "v1.0").strip(), git(up, "rev-parse", "v2.0").strip()
+    project = tmp_path / "proj"
+    write_patch(project / "patches/eng", "0001-derive.patch", diff)
+    (project / "patches/eng/series").write_text("0001-derive.patch\n")
+    (project / "VERSIONS.toml").write_text(
+        f'[eng]\nversion = "1.0"\n[eng.pins."1.0"]\nkind = "git"\nurl = "{up}"\ntag = "v1.0"\ncommit = "{c1}"\n'
+        f'[eng.pins."2.0"]\nkind = "git"\nurl = "{up}"\ntag = "v2.0"\ncommit = "{c2}"\n')
+    assert run_cli("fetch", "eng", project=project)[0] == 0
+    code, out, result = run_cli("--format", "json", "upgrade", "eng", "--to", "2.0", project=project)
+    assert code == 1 and result["status"] == "conflict", out
+    tree = Path(run_cli("--format", "json", "fetch", "eng", "--version", "2.0", project=project)[2]["tree"])
+    merged = (tree / "pkg/npu_runner.py").read_text()
+    assert merged.count("<<<<<<<") == 1  # one conflict around f15, not the whole file
+    assert "    return 2  # 2.0\n" in merged  # upstream's other change merged in
+    resolved = re.sub(r"<<<<<<< upstream\n.*?>>>>>>> 0001-derive.patch\n",
+                      "    # ---- Omni-new ----\n    hidden = 1\n    # ---- Omni-new ----\n    return 15 + 0  # 2.0\n",
+                      merged, flags=re.S)
+    (tree / "pkg/npu_runner.py").write_text(resolved)
+    code, out, result = run_cli("--format", "json", "upgrade", "eng", "--continue", project=project)
+    assert code == 0, out
+    refreshed = (project / "patches/eng/0001-derive.patch").read_text()
+    assert "copy from pkg/runner.py\ncopy to pkg/npu_runner.py" in refreshed
+    assert refreshed.count("\n+") < 10  # only our lines, not a whole new file

@@ -20,7 +20,8 @@ from .errors import OverlayError
 from .locking import atomic_write
 from .series import parse_series
 
-_INDEX = re.compile(rb"^index [0-9a-f]+\.\.[0-9a-f]+( \d+)?$", re.M)
+# volatile lines: blob ids change whenever an earlier patch does; similarity is informational
+_INDEX = re.compile(rb"^(index [0-9a-f]+\.\.[0-9a-f]+( \d+)?|(dis)?similarity index \d+%)\n", re.M)
 _DIFF_START = re.compile(rb"^(diff --git |--- )", re.M)
 
 
@@ -35,12 +36,47 @@ class ExportResult:
     series_changed: bool = False
 
 
-def commit_diff(repo: git.Repo, commit: str) -> bytes:
-    """The diff of one commit in a stable form (renames detected, full context of 3)."""
-    return repo.git.diff(
-        "--no-color", "--no-ext-diff", "--no-textconv", "-M", "--src-prefix=a/", "--dst-prefix=b/",
-        "--abbrev=12", f"{commit}^", commit, stdout_as_string=False, strip_newline_in_stdout=False,
-    )
+_DIFF_OPTS = ("--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/", "--abbrev=12")
+
+
+def commit_diff(repo: git.Repo, commit: str, copies: list[tuple[str, str]] = ()) -> bytes:
+    """The diff of one commit in a stable form (renames detected, context of 3).
+
+    *copies* are the (source, destination) pairs the patch declared with `copy from`
+    / `copy to`: git's copy detection cannot be told which source was meant, so those
+    files are diffed against their declared source — the patch keeps holding only
+    its own lines, and the next upgrade stays a 3-way problem.
+    """
+    excludes = [f":(exclude,literal){dst}" for _src, dst in copies]
+    rest = repo.git.diff(*_DIFF_OPTS, "-M", f"{commit}^", commit, "--", ".", *excludes,
+                         stdout_as_string=False, strip_newline_in_stdout=False)
+    if not copies:
+        return rest
+    sections = {}
+    for chunk in re.split(rb"(?m)^(?=diff --git )", rest):
+        if chunk:
+            match = re.match(rb"diff --git \S+ b/(\S+)", chunk)
+            sections[match.group(1).decode() if match else chunk[:80].decode(errors="replace")] = chunk
+    for src, dst in copies:
+        body = repo.git.diff(*_DIFF_OPTS, f"{commit}^:{src}", f"{commit}:{dst}", stdout_as_string=False,
+                             strip_newline_in_stdout=False)
+        body = re.sub(rb"\A[^\n]*\n", b"", body)  # git's own header line names the blobs' paths
+        sections[dst] = (f"diff --git a/{src} b/{dst}\ncopy from {src}\ncopy to {dst}\n".encode() + body)
+    return b"".join(sections[key] for key in sorted(sections))
+
+
+def _declared_copies(path: Path) -> list[tuple[str, str]]:
+    from .series import parse_patch
+
+    if not path.is_file():
+        return []
+    patch = parse_patch(path)
+    pairs = []
+    for fp in patch.files:
+        src, dst = fp.target(patch.strip)
+        if fp.copy and src and dst:
+            pairs.append((src, dst))
+    return pairs
 
 
 def _normalise(diff: bytes) -> bytes:
@@ -119,7 +155,7 @@ def export(repo: git.Repo, engine: str, series_path: Path, branch: str) -> Expor
     names: list[str] = []
     for name, _sha, commit_sha in applied:
         path = directory / name
-        diff = commit_diff(repo, commit_sha)
+        diff = commit_diff(repo, commit_sha, _declared_copies(path))
         names.append(name)
         if path.exists():
             head, old_diff, had_stat = split_patch(path.read_bytes())

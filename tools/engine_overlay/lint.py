@@ -23,6 +23,7 @@ def lint_project(root: Path) -> tuple[Project | None, list[Problem]]:
             collect(engine.overlay)
         except OverlayError as exc:
             problems.append(Problem(exc.path or str(engine.overlay), exc.line or 0, exc.message))
+        problems += _pin_selection_problems(engine, root)
         for path in engine.replaces:
             if not (engine.overlay / path).is_file():
                 problems.append(Problem(VERSIONS_FILE, 0, f"[{engine.name}] replaces '{path}' but "
@@ -74,4 +75,39 @@ def _metadata_problems(patch) -> list[Problem]:
     elif not valid_upstream_status(status):
         problems.append(Problem(where, patch.header_lines.get("upstream-status", 1),
                                 f"invalid Upstream-Status {status!r}"))
+    return problems
+
+
+def _pin_selection_problems(engine, root: Path) -> list[Problem]:
+    """A non-empty series of which `Applies-To` selects nothing for a pin is a mistake."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import Version
+
+    if not engine.series.is_file():
+        return []
+    series, _ = parse_series(engine.series)
+    ranges = []
+    for entry in series.entries:
+        path = series.directory / entry.name
+        if not path.is_file():
+            return []
+        try:
+            ranges.append(parse_patch(path, entry.name).applies_to)
+        except OverlayError:
+            return []
+    problems = []
+    for pin in engine.pins.values():
+        if not pin.apply or not ranges:
+            continue
+        selected = 0
+        for spec in ranges:
+            try:
+                selected += spec is None or SpecifierSet(spec).contains(Version(pin.version).public,
+                                                                        prereleases=True)
+            except InvalidSpecifier:
+                selected += 1  # reported where the patch is applied
+        if not selected:
+            problems.append(Problem(str(engine.series), 0, f"no patch of the series applies to {engine.name} "
+                                    f"{pin.version}: check the Applies-To ranges (pre-releases sort before "
+                                    f"their release: 0.30.0rc2 < 0.30)"))
     return problems

@@ -195,8 +195,7 @@ def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: lis
                                hint="fix the patch file (run `overlay lint` for every problem)")
         changes: dict[str, tuple[bytes | None, int]] = {}
         files: list[FileResult] = []
-        scratch = TreeState(state.root)
-        scratch.changes = dict(state.changes)
+        scratch = state.fork()
         for fp in patch.files:
             files.append(_apply_file(scratch, patch, fp, patch.strip, reverse, read_blob, changes))
             scratch.changes.update(changes)  # later files of this patch see earlier ones

@@ -7,6 +7,7 @@ absolute paths, `..`, `.git` and paths through symlinks are refused.
 
 from __future__ import annotations
 
+import copy
 import stat
 from pathlib import Path, PurePosixPath
 
@@ -72,6 +73,12 @@ class TreeState:
 
     def exists(self, path: str, origin: str = "", line: int | None = None) -> bool:
         return self.read(path, origin, line) is not None
+
+    def fork(self) -> TreeState:
+        """A view with the same reads and a copy of the pending changes (subclasses kept)."""
+        other = copy.copy(self)
+        other.changes = dict(self.changes)
+        return other
 
     def set(self, path: str, content: bytes | None, mode: int) -> None:
         self.changes[path] = (content, mode)

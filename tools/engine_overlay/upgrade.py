@@ -32,7 +32,7 @@ from .config import Engine, Project
 from .errors import CheckFailed, OverlayError
 from .locking import TargetLock, atomic_write, read_json, write_json_atomic
 from .plan import commit_message, patch_when, plan
-from .report import ALREADY, FAILED, OK_PATCH, PatchResult, Report
+from .report import ALREADY, FAILED, OK_PATCH, SKIPPED, PatchResult, Report
 from .series import Patch, parse_author, parse_patch
 from .tree import TreeState
 
@@ -148,7 +148,9 @@ def preview(project: Project, engine: Engine, to_version: str, from_version: str
         for item in report.patches:
             item.commit = None
     result = Preview(engine.name, from_pin.version, to_pin.version, report)
-    for patch, _ in payload.patches:
+    # what upstream changed under the patches applied on the old pin today (their line numbers
+    # refer to the old tree; variants written for the new pin have nothing to compare with)
+    for patch, _ in engine_payload(engine, from_pin).patches:
         result.touched += upstream_touches(patch, old_repo, old_tag, new_repo, new_tag)
     for item in report.patches:
         if item.status == ALREADY:
@@ -158,7 +160,8 @@ def preview(project: Project, engine: Engine, to_version: str, from_version: str
     touched_ok = {t.patch for t in result.touched} & {p.name for p in report.patches if p.status in OK_PATCH}
     for name in sorted(touched_ok):
         report.warnings.append(f"{name} still applies, but upstream changed the code it touches: review it")
-    report.status = "clean" if all(p.status in OK_PATCH for p in report.patches) else "conflicts"
+    report.status = "clean" if all(p.status in OK_PATCH or p.status == SKIPPED
+                                   for p in report.patches) else "conflicts"
     return result
 
 
@@ -326,11 +329,14 @@ def _stop_at_conflict(repo: git.Repo, patch: Patch, result: PatchResult) -> list
     root = gitops.work_root(repo)
     written = []
     for fp, fres in zip(patch.files, result.files, strict=False):
-        path = fp.target(patch.strip)[1] or fp.target(patch.strip)[0]
+        src, dst = fp.target(patch.strip)
+        path = dst or src
         if fres.status != FAILED or not path:
             continue
         disk = root / path
-        current = disk.read_bytes() if disk.is_file() else b""
+        # a copy/rename derives its destination from the source: merge the new upstream source
+        source = root / (src or path)
+        current = source.read_bytes() if source.is_file() else b""
         base = gitops.read_blob(repo, fp.index_old) if fp.index_old else None
         theirs = H.apply_hunks(base, fp.hunks)[0] if base is not None else None
         if theirs is not None:
