@@ -56,7 +56,8 @@ def machine() -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = ["| benchmark | metric | this project | baseline | baseline value | ratio | spread |",
+    lines = ["Ratio = this project / baseline (for times: below 1 is faster than the baseline).", "",
+             "| benchmark | metric | this project | baseline | baseline value | ratio | spread |",
              "|---|---|---|---|---|---|---|"]
     for item in report["benchmarks"]:
         if "error" in item:
@@ -94,7 +95,11 @@ def main() -> int:
                 cmd = [sys.executable, str(script), "--json", str(out), *extra_args(script.stem, args.quick)]
                 subprocess.run(cmd, check=True, cwd=ROOT)
                 for item in json.loads(out.read_text())["benchmarks"]:
-                    report["benchmarks"].append({"script": script.stem, **item})
+                    item = {"script": script.stem, **item}
+                    if item.get("baseline_value"):
+                        # one convention for the whole report: this project / baseline
+                        item["ratio"] = item["value"] / item["baseline_value"]
+                    report["benchmarks"].append(item)
             except (subprocess.CalledProcessError, OSError, ValueError, KeyError) as exc:
                 failed += 1
                 report["benchmarks"].append({"script": script.stem, "error": str(exc)})
