@@ -171,3 +171,31 @@ def test_duplicate_ids_fall_back_to_body_matching(tmp_path, write, runner_src):
     write(tree, "b.py", runner_src[:start] + runner_src[end:])
     report = check_markers(tree, str(snap))
     assert [(b.file, b.status) for b in report.blocks if b.id] == [("a.py", "intact"), ("b.py", "lost")]
+
+
+def test_marker_removed_in_place_is_not_a_move_to_another_file(tmp_path, write):
+    """Regression (vllm-omni 0.14.0 -> 0.16.0): a short tagged line that loses its tag in its
+    file, while another file gains the same tagged line, is "markers removed" + "added"."""
+    tree, snap = baseline(tmp_path, write, {
+        "x.py": "def make(a):\n    return dict(\n        a=a,\n        multimodal_outputs=None,  # Omni-new\n    )\n",
+        "y.py": "def other(b):\n    return dict(\n        b=b,\n    )\n",
+    })
+    write(tree, "x.py", "def make(a):\n    return dict(\n        a=a,\n        multimodal_outputs=None,\n    )\n")
+    write(tree, "y.py", "def other(b):\n    return dict(\n        b=b,\n"
+                        "        multimodal_outputs=None,  # Omni-new: new here\n    )\n")
+    report = check_markers(tree, str(snap))
+    assert by_status(report) == [("added", "y.py", 4, None), ("lost", "x.py", 4, "markers-removed")]
+
+
+def test_unpaired_fences_record_no_guessed_blocks(tmp_path, write):
+    """Regression (vllm-omni 0.28.0rc1): with one fence deleted, pairing by position would turn
+    upstream code between two real blocks into a "block"; none is recorded, the error says where."""
+    text = ("class R:\n    def step(self, out):\n        a = upstream_1()\n        b = omni_1()\n"
+            "        #  ---- Omni-new ----\n        c = upstream_2()\n        d = upstream_3()\n"
+            "        #  ---- Omni-new ----\n        e = omni_2()\n        #  ---- Omni-new ----\n"
+            "        return out\n")
+    write(tmp_path / "t", "r.py", text)
+    snapshot = take_snapshot(tmp_path / "t")
+    assert snapshot.blocks == []
+    assert len(snapshot.problems) == 1
+    assert "fences at lines 5, 8, 10" in snapshot.problems[0].hint

@@ -101,20 +101,28 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
         if len(idx) == 1 and len(cur_ids.get(bid, [])) == 1:
             take(idx[0], cur_ids[bid][0])
 
-    # 2. exact body: same file+scope, then same file, then anywhere (in line order)
-    for key in (lambda x: (x.file, x.qualname, x.hash), lambda x: (x.file, x.hash), lambda x: (x.hash,)):
+    finder = _UnmarkedFinder(current)
+
+    def exact(key, skip: set[int]) -> None:
         slots: dict[tuple, list[int]] = {}
         for j in sorted(free, key=lambda j: (cur[j].file, cur[j].start_line)):
             slots.setdefault(key(cur[j]), []).append(j)
         for i, b in enumerate(base):
-            if i not in pair and slots.get(key(b)):
+            if i not in pair and i not in skip and slots.get(key(b)):
                 take(i, slots[key(b)].pop(0))
+
+    # 2. exact body: same file+scope, then same file, then anywhere (in line order) — but a
+    #    block whose code is still in its file without markers lost its markers: never "moved"
+    exact(lambda x: (x.file, x.qualname, x.hash), set())
+    exact(lambda x: (x.file, x.hash), set())
+    stays = {i for i, b in enumerate(base) if i not in pair and finder.locate(b)[0] == LOST_MARKERS_REMOVED}
+    exact(lambda x: (x.hash,), stays)
 
     # 3. similar body: same file+scope (or anchored in place), then elsewhere
     for same_place in (True, False):
         cands: list[tuple[float, int, int]] = []
         for i, b in enumerate(base):
-            if i in pair:
+            if i in pair or i in stays:
                 continue
             for j in free:
                 c = cur[j]
@@ -131,7 +139,6 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
                 take(i, j)
 
     results: list[BlockResult] = []
-    finder = _UnmarkedFinder(current)
     for i, b in enumerate(base):
         r = BlockResult("lost", b.file, b.start_line, b.kind, b.tag, b.qualname, b.hash, b.id)
         if i in pair:

@@ -8,6 +8,7 @@ unambiguously is a problem reported with file:line, never a guessed block.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,4 +237,13 @@ def pair_fences(events: list[Event], file: str) -> tuple[list[RawBlock], list[Ev
     if open_ is not None:
         fail(open_.line, f"fence '{open_.tag}' opened at line {open_.line} is never closed",
              "add the closing fence (the same text, or a line of 20+ dashes)")
+    if problems:
+        # Pairing by position cannot tell which fence is missing: any block recorded after
+        # the fault could be upstream code between two real blocks. Record none and say
+        # where every fence is, so the file is fixed instead of guessed at.
+        fences = ", ".join(str(ev.line) for ev in events if ev.kind != "inline")
+        problems = [dataclasses.replace(p, hint=f"{p.hint}; no blocks are recorded for this file until its "
+                                        f"fences pair up (fences at lines {fences})") for p in problems]
+        loose = loose + [ev for block in blocks for ev in block.inline]
+        blocks = []
     return blocks, loose, problems
