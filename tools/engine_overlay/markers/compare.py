@@ -115,7 +115,10 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
     #    block whose code is still in its file without markers lost its markers: never "moved"
     exact(lambda x: (x.file, x.qualname, x.hash), set())
     exact(lambda x: (x.file, x.hash), set())
-    stays = {i for i, b in enumerate(base) if i not in pair and finder.locate(b)[0] == LOST_MARKERS_REMOVED}
+    marked_scopes = {(c.file, c.qualname, c.kind, c.tag) for j, c in enumerate(cur) if j in free}
+    stays = {i for i, b in enumerate(base) if i not in pair
+             and (b.file, b.qualname, b.kind, b.tag) not in marked_scopes  # its scope kept no such marker
+             and finder.locate(b)[0] == LOST_MARKERS_REMOVED}
     exact(lambda x: (x.hash,), stays)
 
     # 3. similar body: same file+scope (or anchored in place), then elsewhere
