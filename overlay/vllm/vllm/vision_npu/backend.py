@@ -60,17 +60,21 @@ class TensorSpec:
 
 
 class VisionNPUGraph(ABC):
-    """One loaded fixed-shape device graph."""
+    """One loaded fixed-shape device graph; backends fill in its tensor specs."""
+
+    def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
+        self._inputs = inputs
+        self._outputs = outputs
 
     @property
-    @abstractmethod
     def inputs(self) -> tuple[TensorSpec, ...]:
         """Specs of the graph inputs, in the order the graph declares them."""
+        return self._inputs
 
     @property
-    @abstractmethod
     def outputs(self) -> tuple[TensorSpec, ...]:
         """Specs of the graph outputs, in the order the graph declares them."""
+        return self._outputs
 
     @abstractmethod
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -46,17 +46,9 @@ def import_bridge() -> Any:
 
 class FlexMLRTVisionGraph(VisionNPUGraph):
     def __init__(self, session: Any) -> None:
+        super().__init__(tuple(_spec(s) for s in session.inputs),
+                         tuple(_spec(s) for s in session.outputs))
         self.session = session
-        self._inputs = tuple(_spec(s) for s in session.inputs)
-        self._outputs = tuple(_spec(s) for s in session.outputs)
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.session.run(dict(feeds))

@@ -38,18 +38,10 @@ _ORT_TYPES = {
 
 class OnnxRuntimeVisionGraph(VisionNPUGraph):
     def __init__(self, session: Any) -> None:
+        super().__init__(tuple(_spec(i) for i in session.get_inputs()),
+                         tuple(_spec(o) for o in session.get_outputs()))
         self.session = session
-        self._inputs = tuple(_spec(i) for i in session.get_inputs())
-        self._outputs = tuple(_spec(o) for o in session.get_outputs())
-        self._output_names = [o.name for o in self._outputs]
-
-    @property
-    def inputs(self) -> tuple[TensorSpec, ...]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> tuple[TensorSpec, ...]:
-        return self._outputs
+        self._output_names = [o.name for o in self.outputs]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         # onnxruntime releases the GIL while it runs.
