@@ -279,3 +279,26 @@ def test_patch_without_diff_is_a_noop_and_odd_authors_are_kept(tmp_path, upstrea
     assert code == 0, out
     assert [p["status"] for p in data["patches"]] == ["applied", "applied"]
     assert git(upstream, "log", "-1", "--format=%an <%ae>").strip() == "drh <unknown@localhost>"
+
+
+def test_fetched_tree_grows_from_its_tag_whatever_is_checked_out(tmp_path, run_cli):
+    """Planning reads the base commit, not the checked-out branch (here: another overlay branch)."""
+    from engine_overlay.apply import ApplyOptions, apply_git, series_payload
+    from engine_overlay.gitops import open_repo
+
+    repo = make_repo(tmp_path / "up", BASE)
+    git(repo, "checkout", "-q", "-b", "other")
+    (repo / "pkg/b.py").write_text("other branch content\n")
+    git(repo, "commit", "-qam", "unrelated work on another branch")
+    series = tmp_path / "s"
+    write_patch(series, "0001-b.patch", diff_of(repo, "pkg/b.py", "other branch content, patched\n", "b"))
+    (series / "series").write_text("0001-b.patch\n")
+    git(repo, "checkout", "-q", "main")
+    patch_on_main = diff_of(repo, "pkg/b.py", "alpha\nBETA\ngamma\ndelta\n", "b")
+    write_patch(series, "0001-b.patch", patch_on_main)
+    git(repo, "checkout", "-q", "other")
+    report = apply_git(open_repo(repo), series_payload(series), ApplyOptions(branch="grown"), "tree",
+                       base_rev="refs/tags/v1.0.0")
+    assert report.status == "applied", report
+    assert git(repo, "rev-parse", "grown~1").strip() == git(repo, "rev-parse", "v1.0.0").strip()
+    assert (repo / "pkg/b.py").read_text() == "alpha\nBETA\ngamma\ndelta\n"

@@ -27,7 +27,7 @@ from .overlay_files import OverlayFile, collect, manifest_sha256
 from .plan import TRAILER_FILES, TRAILER_PATCH, TRAILER_SHA, Plan, load_patches, plan
 from .report import ALREADY, SKIPPED, PatchResult, Report
 from .series import Patch, parse_series
-from .tree import TreeState
+from .tree import GitTreeState
 
 
 @dataclass
@@ -191,8 +191,11 @@ def target_for(engine: Engine, pin: Pin, checkout: Path | None) -> tuple[Path, s
 
 
 def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind: str,
-              base_check=None, locked: bool = False) -> Report:
-    """Apply onto a git target; *locked* when the caller already holds the target's lock."""
+              base_check=None, locked: bool = False, base_rev: str | None = None) -> Report:
+    """Apply onto a git target; the branch grows from *base_rev* (default: HEAD).
+
+    *locked* when the caller already holds the target's lock.
+    """
     root = gitops.work_root(repo)
     branch = opts.branch or default_branch(payload.label, payload.version)
     report = Report("apply", payload.label, payload.version, str(root), target_kind, "checked", branch)
@@ -212,7 +215,11 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
                                    hint="check out the pinned upstream version, or pass --force-base")
             if problem:
                 report.warnings.append(f"base mismatch ignored (--force-base): {problem}")
-        head = gitops.head_sha(repo)
+        orig_head = gitops.head_sha(repo)
+        head = gitops.rev_parse(repo, base_rev) if base_rev else orig_head
+        if head is None:
+            raise OverlayError(f"base {base_rev or 'HEAD'} not found", path=root,
+                               hint="fetch the pinned sources again (`overlay fetch`)")
         orig_branch = gitops.current_branch(repo)
         if gitops.branch_exists(repo, branch):
             try:
@@ -221,13 +228,13 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
                 if not opts.rebuild or opts.check:
                     raise
             head = applied_commits(repo, f"refs/heads/{branch}")[2]
-            orig_branch = None if orig_branch == branch else orig_branch
-            if orig_branch is None:
+            if orig_branch == branch:
                 gitops.checkout(repo, head)  # detach at the branch's upstream base
+                orig_branch, orig_head = None, head
             gitops.delete_branch(repo, branch)
             report.warnings.append(f"--rebuild: recreated {branch} on {head[:12]}")
         read_blob = lambda sha: gitops.read_blob(repo, sha)  # noqa: E731
-        result = plan(TreeState(root), payload.patches, payload.overlay_files, payload.replaces, read_blob,
+        result = plan(GitTreeState(repo, head), payload.patches, payload.overlay_files, payload.replaces, read_blob,
                       overlay_label=f"overlay: {payload.label} files", remove_empty=opts.remove_empty)
         _fill(report, payload, result)
         if not result.ok:
@@ -241,20 +248,20 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
             return report
         started = time.time() - 1
         write_json_atomic(journal_path(repo), {
-            "phase": "import", "branch": branch, "orig_branch": orig_branch, "orig_head": head,
+            "phase": "import", "branch": branch, "orig_branch": orig_branch, "orig_head": orig_head,
             "label": payload.label, "version": payload.version, "started": started,
         })
         try:
             shas = gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(result))
             write_json_atomic(journal_path(repo), {
-                "phase": "checkout", "branch": branch, "orig_branch": orig_branch, "orig_head": head,
+                "phase": "checkout", "branch": branch, "orig_branch": orig_branch, "orig_head": orig_head,
                 "label": payload.label, "version": payload.version, "started": started,
             })
             gitops.checkout(repo, branch)
         except (git.GitCommandError, OSError) as exc:
             cause = _describe(exc)
             try:
-                _restore(repo, {"branch": branch, "orig_branch": orig_branch, "orig_head": head,
+                _restore(repo, {"branch": branch, "orig_branch": orig_branch, "orig_head": orig_head,
                                 "started": started})
             except (git.GitCommandError, OSError) as again:
                 raise CheckFailed(

@@ -183,7 +183,10 @@ def apply(engine, version, checkout, installed, site, check, keep, force_base, b
     repo = gitops.open_repo(path)
     if _resolve_interrupted(repo, do_abort, do_continue):
         return
-    report = apply_git(repo, payload, opts, kind, base_check=lambda r: base_problem(r, eng.name, pin))
+    # a fetched tree always grows from its upstream tag, whatever branch is checked out there
+    base_rev = f"refs/tags/{sources.upstream_tag(eng.name, pin.version)}" if kind == "tree" else None
+    report = apply_git(repo, payload, opts, kind, base_check=lambda r: base_problem(r, eng.name, pin),
+                       base_rev=base_rev)
     check = _marker_check(eng)
     if check is not None and report.status in ("applied", "already-applied"):
         _run_markers(report, check, path)

@@ -82,3 +82,47 @@ class TreeState:
 
     def set(self, path: str, content: bytes | None, mode: int) -> None:
         self.changes[path] = (content, mode)
+
+
+class GitTreeState(TreeState):
+    """A :class:`TreeState` whose unchanged files come from a commit's tree, not the disk.
+
+    Planning against the commit the branch will grow from (rather than whatever is
+    checked out) keeps the plan and the commits consistent; symlinks are refused
+    from the tree entries' modes.
+    """
+
+    def __init__(self, repo, rev: str) -> None:
+        super().__init__(Path(repo.working_tree_dir))
+        self.tree = repo.commit(rev).tree
+
+    def _entry(self, path: str, origin: str, line: int | None):
+        check_relpath(path, origin, line)
+        node = self.tree
+        parts = PurePosixPath(path).parts
+        for depth, part in enumerate(parts):
+            if node.type != "tree":
+                return None
+            try:
+                node = node[part]
+            except KeyError:
+                return None
+            if node.mode == MODE_LINK:
+                raise OverlayError(f"path {path!r} goes through the symlink {'/'.join(parts[:depth + 1])}",
+                                   path=origin, line=line,
+                                   hint="the tool never writes through symlinks; replace the link with a file")
+        if node.type != "blob":
+            raise OverlayError(f"{path!r} is not a regular file in the target", path=origin, line=line)
+        return node
+
+    def check(self, path: str, origin: str = "", line: int | None = None) -> None:
+        self._entry(path, origin, line)
+
+    def read(self, path: str, origin: str = "", line: int | None = None) -> tuple[bytes, int] | None:
+        if path in self.changes:
+            content, mode = self.changes[path]
+            return None if content is None else (content, mode)
+        entry = self._entry(path, origin, line)
+        if entry is None:
+            return None
+        return entry.data_stream.read(), (MODE_EXEC if entry.mode & 0o111 else MODE_FILE)

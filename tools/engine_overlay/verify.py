@@ -36,7 +36,7 @@ from packaging.version import Version
 from . import gitops, sources, ui
 from .config import Engine, Pin, Project
 from .errors import EXIT_CHECK_FAILED, OverlayError
-from .tree import MODE_FILE, TreeState, check_relpath
+from .tree import GitTreeState
 
 OK, MISSING, CHANGED, UNRESOLVED, NEW = "ok", "missing", "signature-changed", "unresolved", "new"
 FAILING = (MISSING, CHANGED)
@@ -97,22 +97,6 @@ class VerifyReport:
 
 
 # -- reading upstream modules from git ---------------------------------------------------------
-
-class GitTree(TreeState):
-    """A :class:`TreeState` whose unchanged files come from a git revision, not from the disk."""
-
-    def __init__(self, repo: git.Repo, rev: str) -> None:
-        super().__init__(gitops.work_root(repo))
-        self.repo, self.rev = repo, rev
-
-    def read(self, path: str, origin: str = "", line: int | None = None) -> tuple[bytes, int] | None:
-        if path in self.changes:
-            content, mode = self.changes[path]
-            return None if content is None else (content, mode)
-        check_relpath(path, origin, line)
-        data = gitops.read_at(self.repo, self.rev, path)
-        return None if data is None else (data, MODE_FILE)
-
 
 @dataclass
 class Source:
@@ -611,7 +595,7 @@ def verify_engine(project: Project, engine: Engine, version: str | None = None,
     report = VerifyReport(engine.name, pin.version, rev, str(gitops.work_root(repo)))
     report.references.append(f"{engine.name} {pin.version} ({rev[:12]})")
     payload = engine_payload(engine, pin)
-    state = GitTree(repo, rev)
+    state = GitTreeState(repo, rev)
     result = plan(state, payload.patches, payload.overlay_files, payload.replaces,
                   lambda sha: gitops.read_blob(repo, sha))
     for patch in result.patches:
