@@ -27,7 +27,7 @@ from .overlay_files import OverlayFile, collect, manifest_sha256
 from .plan import TRAILER_FILES, TRAILER_PATCH, TRAILER_SHA, Plan, load_patches, plan
 from .report import ALREADY, SKIPPED, PatchResult, Report
 from .series import Patch, parse_series
-from .tree import GitTreeState
+from .tree import GitTreeState, TreeState
 
 
 @dataclass
@@ -234,7 +234,10 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
             gitops.delete_branch(repo, branch)
             report.warnings.append(f"--rebuild: recreated {branch} on {head[:12]}")
         read_blob = lambda sha: gitops.read_blob(repo, sha)  # noqa: E731
-        result = plan(GitTreeState(repo, head), payload.patches, payload.overlay_files, payload.replaces, read_blob,
+        # the work tree is clean, so when the branch grows from HEAD the files on disk are the
+        # base (and the fastest to read); otherwise read the base commit's tree
+        state = TreeState(root) if head == gitops.head_sha(repo) else GitTreeState(repo, head)
+        result = plan(state, payload.patches, payload.overlay_files, payload.replaces, read_blob,
                       overlay_label=f"overlay: {payload.label} files", remove_empty=opts.remove_empty)
         _fill(report, payload, result)
         if not result.ok:
