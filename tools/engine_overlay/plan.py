@@ -69,18 +69,35 @@ def _choose_name(state: TreeState, fp: FilePatch, old: str | None, new: str | No
     return min(pool, key=lambda n: (n.count("/"), len(n.rsplit("/", 1)[-1]), len(n)))
 
 
-def _three_way(current: bytes, fp: FilePatch, read_blob: BlobReader | None) -> bytes | None:
-    """Rebuild the patch's preimage from its `index` line and merge; None if impossible."""
+def _three_way(current: bytes, fp: FilePatch,
+               read_blob: BlobReader | None) -> tuple[bytes | None, list[bool] | None]:
+    """Rebuild the patch's preimage from its `index` line and merge with `git merge-file`.
+
+    Returns (merged content or None on conflict, per hunk: does it collide with an
+    upstream change?) — (None, None) when no 3-way merge is possible at all.
+    """
     if read_blob is None or not fp.index_old or set(fp.index_old) == {"0"}:
-        return None
+        return None, None
     base = read_blob(fp.index_old)
     if base is None:
-        return None
+        return None, None
     theirs, results = H.apply_hunks(base, fp.hunks)
     if theirs is None or any(r.status != H.CLEAN for r in results):
-        return None
+        return None, None
     merged, conflicts = merge_file(current, base, theirs)
-    return merged if conflicts == 0 else None
+    if conflicts == 0:
+        return merged, [False] * len(fp.hunks)
+    return None, _colliding_hunks(base, current, fp)
+
+
+def _colliding_hunks(base: bytes, current: bytes, fp: FilePatch) -> list[bool]:
+    """Per hunk, whether merging that hunk alone into *current* conflicts (one `git merge-file`
+    per hunk: the same merge the whole file gets, so the per-hunk verdicts match it)."""
+    out = []
+    for hunk in fp.hunks:
+        alone, _ = H.apply_hunks(base, [hunk])
+        out.append(alone is None or merge_file(current, base, alone)[1] > 0)
+    return out
 
 
 def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, reverse: bool,
@@ -125,9 +142,14 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
         if patched is None:
             if not creating and H.already_applied(content, fp.hunks):
                 return FileResult(shown, action, ALREADY, results, "change already present")
-            merged = None if reverse else _three_way(content, fp, read_blob)
+            merged, colliding = (None, None) if reverse else _three_way(content, fp, read_blob)
+            if colliding is not None:  # a 3-way merge ran: say which hunks merge and which conflict
+                results = [H.HunkResult(r.index, r.status if r.status != H.FAILED
+                                        else (H.FAILED if hit else H.THREE_WAY), r.offset, r.line, r.at)
+                           for r, hit in zip(results, colliding, strict=True)]
             if merged is None:
-                return FileResult(shown, action, FAILED, results)
+                return FileResult(shown, action, FAILED, results, "3-way merge conflicts"
+                                  if colliding is not None else "")
             patched, status = merged, THREE_WAY
             results = [H.HunkResult(r.index, H.THREE_WAY if r.status == H.FAILED else r.status, r.offset, r.line, r.at)
                        for r in results]
