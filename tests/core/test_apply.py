@@ -302,3 +302,18 @@ def test_fetched_tree_grows_from_its_tag_whatever_is_checked_out(tmp_path, run_c
     assert report.status == "applied", report
     assert git(repo, "rev-parse", "grown~1").strip() == git(repo, "rev-parse", "v1.0.0").strip()
     assert (repo / "pkg/b.py").read_text() == "alpha\nBETA\ngamma\ndelta\n"
+
+
+def test_three_way_verdict_per_hunk(tmp_path, upstream, run_cli):
+    new = BASE["pkg/a.py"].replace("line 5\n", "line five\n").replace("line 30\n", "line thirty\n")
+    project = make_project(tmp_path / "proj", {"0001-a.patch": diff_of(upstream, "pkg/a.py", new, "a")})
+    (upstream / "pkg/a.py").write_text(BASE["pkg/a.py"].replace("line 5\n", "line 5 (upstream)\n")
+                                       .replace("line 28\n", "line 28 (upstream)\n"))
+    git(upstream, "commit", "-qam", "upstream edits both regions")
+    before = repo_state(upstream)
+    code, out, data = run_cli("--format", "json", "apply", "demo", "--checkout", str(upstream), project=project)
+    assert code == 1
+    hunks = data["patches"][0]["files"][0]["hunks"]
+    assert [(h["index"], h["status"]) for h in hunks] == [(1, "failed"), (2, "3-way")]
+    assert data["patches"][0]["files"][0]["message"] == "3-way merge conflicts"
+    assert repo_state(upstream) == before
