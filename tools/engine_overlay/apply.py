@@ -25,7 +25,7 @@ from .errors import CheckFailed, OverlayError
 from .locking import TargetLock, read_json, write_json_atomic
 from .overlay_files import OverlayFile, collect, manifest_sha256
 from .plan import TRAILER_FILES, TRAILER_PATCH, TRAILER_SHA, Plan, load_patches, plan
-from .report import ALREADY, SKIPPED, PatchResult, Report
+from .report import ALREADY, OK_PATCH, SKIPPED, PatchResult, Report
 from .series import Patch, parse_series
 from .tree import GitTreeState, TreeState
 
@@ -243,7 +243,7 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
         if not result.ok:
             report.status = "failed"
             if opts.keep and not opts.check:
-                _keep_prefix(repo, payload, result, branch, head)
+                _keep_prefix(repo, result, branch, head)
                 report.status = "kept"
                 report.warnings.append(f"--keep: branch {branch} holds the patches before the first failure")
             return report
@@ -293,9 +293,9 @@ def _fill(report: Report, payload: Payload, result: Plan) -> None:
     report.overlay_files = result.overlay_files
 
 
-def _keep_prefix(repo: git.Repo, payload: Payload, result: Plan, branch: str, head: str) -> None:
+def _keep_prefix(repo: git.Repo, result: Plan, branch: str, head: str) -> None:
     """--keep: commit the patches before the first failure, check them out, journal-free."""
-    first_bad = next(i for i, p in enumerate(result.patches) if p.status not in ("applied", "offset", "3-way"))
+    first_bad = next(i for i, p in enumerate(result.patches) if p.status not in OK_PATCH)
     good = [c for c, _ in zip(result.commits, result.patches[:first_bad], strict=False)]
     if good:
         gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(Plan([], [], good, None)))

@@ -289,7 +289,7 @@ def preview_upgrade(engine, to_version, from_version) -> None:
 
     project = _project()
     eng = project.engine(engine)
-    result = preview(project, eng, to_version, from_version, _marker_check(eng))
+    result = preview(eng, to_version, from_version, _marker_check(eng))
 
     def human(console):
         render(result.report, console)

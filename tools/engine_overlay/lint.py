@@ -23,7 +23,7 @@ def lint_project(root: Path) -> tuple[Project | None, list[Problem]]:
             collect(engine.overlay)
         except OverlayError as exc:
             problems.append(Problem(exc.path or str(engine.overlay), exc.line or 0, exc.message))
-        problems += _pin_selection_problems(engine, root)
+        problems += _pin_selection_problems(engine)
         for path in engine.replaces:
             if not (engine.overlay / path).is_file():
                 problems.append(Problem(VERSIONS_FILE, 0, f"[{engine.name}] replaces '{path}' but "
@@ -78,7 +78,7 @@ def _metadata_problems(patch) -> list[Problem]:
     return problems
 
 
-def _pin_selection_problems(engine, root: Path) -> list[Problem]:
+def _pin_selection_problems(engine) -> list[Problem]:
     """A non-empty series of which `Applies-To` selects nothing for a pin is a mistake."""
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
     from packaging.version import Version

@@ -63,7 +63,7 @@ class FilePatch:
     hunks: list[Hunk] = field(default_factory=list)
 
     def target(self, strip: int) -> tuple[str | None, str | None]:
-        return strip_path(self.old_path, strip, self.git), strip_path(self.new_path, strip, self.git)
+        return strip_path(self.old_path, strip), strip_path(self.new_path, strip)
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Series:
         return self.path.parent
 
 
-def strip_path(path: str | None, strip: int, git: bool = False) -> str | None:
+def strip_path(path: str | None, strip: int) -> str | None:
     """Drop *strip* leading components, like `patch -pN`; None for /dev/null.
 
     With -p0 the name is kept as written, so an absolute name stays absolute (and

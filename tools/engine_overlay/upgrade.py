@@ -127,7 +127,7 @@ def upstream_touches(patch: Patch, old: git.Repo, old_tag: str, new: git.Repo, n
 
 # -- preview ------------------------------------------------------------------------------------
 
-def preview(project: Project, engine: Engine, to_version: str, from_version: str | None = None,
+def preview(engine: Engine, to_version: str, from_version: str | None = None,
             marker_check=None) -> Preview:
     from_pin = engine.pin(from_version)
     to_pin = engine.pin(to_version)
@@ -281,7 +281,7 @@ def _abort(repo: git.Repo, state: dict) -> dict:
     return {"status": "aborted", "message": message, "saved": saved}
 
 
-def _patch_for(project: Project, engine: Engine, entry: list) -> Patch:
+def _patch_for(engine: Engine, entry: list) -> Patch:
     name, strip, _rev = entry
     return parse_patch(engine.series_dir / name, name, strip)
 
@@ -308,7 +308,7 @@ def _commit_resolution(repo: git.Repo, project: Project, engine: Engine, state: 
         raise CheckFailed(f"unresolved: {', '.join(conflicted + leftovers)}", path=root,
                           hint="fix the conflict markers / apply the .rej hunks and delete the .rej files")
     state["done"].append(current[0])
-    _commit(repo, _patch_for(project, engine, current))
+    _commit(repo, _patch_for(engine, current))
 
 
 def _write_changes(root: Path, changes: dict) -> None:
@@ -357,7 +357,7 @@ def _run(project: Project, engine: Engine, repo: git.Repo, state: dict) -> dict:
     root = gitops.work_root(repo)
     while state["remaining"]:
         entry = state["remaining"].pop(0)
-        patch = _patch_for(project, engine, entry)
+        patch = _patch_for(engine, entry)
         outcome = plan(TreeState(root), [(patch, entry[2])], [], read_blob=lambda s: gitops.read_blob(repo, s))
         result = outcome.patches[0]
         if result.status in OK_PATCH:
