@@ -285,12 +285,17 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
     ) -> tuple[list[torch.Tensor], list[VisionNPUItemTiming]]:
         outputs, timings = [], []
         for job in jobs:
-            prepared = self._pre_ops(*job)
-            out, device_s = self._device_run(prepared)
-            embeds, post_s = self._post_ops(prepared, out)
+            embeds, timing = self._device_and_post(self._pre_ops(*job))
             outputs.append(embeds)
-            timings.append(_timing(prepared, device_s, post_s))
+            timings.append(timing)
         return outputs, timings
+
+    def _device_and_post(
+        self, prepared: _Prepared
+    ) -> tuple[torch.Tensor, VisionNPUItemTiming]:
+        out, device_s = self._device_run(prepared)
+        embeds, post_s = self._post_ops(prepared, out)
+        return embeds, _timing(prepared, device_s, post_s)
 
     def _run_pipelined(
         self, jobs: Sequence[tuple[int, torch.Tensor, tuple[int, int, int], int]]
@@ -305,10 +310,9 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
             prepared = pending.result()
             if i + 1 < len(jobs):
                 pending = self._pre_executor.submit(self._pre_ops, *jobs[i + 1])
-            out, device_s = self._device_run(prepared)
-            embeds, post_s = self._post_ops(prepared, out)
+            embeds, timing = self._device_and_post(prepared)
             outputs.append(embeds)
-            timings.append(_timing(prepared, device_s, post_s))
+            timings.append(timing)
         return outputs, timings
 
 
