@@ -199,3 +199,17 @@ def test_unpaired_fences_record_no_guessed_blocks(tmp_path, write):
     assert snapshot.blocks == []
     assert len(snapshot.problems) == 1
     assert "fences at lines 5, 8, 10" in snapshot.problems[0].hint
+
+
+def test_inline_block_wrapped_by_a_new_fence_is_intact(tmp_path, write):
+    """Regression (vllm-omni 0.26.0rc1 -> 0.26.0): the tagged lines are unchanged, only a fence
+    was added around them (and another line): intact, and the fenced block is added."""
+    tree, snap = baseline(tmp_path, write, {"g.py": (
+        "def run(model_kwargs, tokens, req_ids):\n    x = 1\n"
+        "    # [Omni] Pass token counts per request\n    model_kwargs['seq_token_counts'] = tokens\n"
+        "    return x\n")})
+    write(tree, "g.py", "def run(model_kwargs, tokens, req_ids):\n    x = 1\n    # ---- Omni-new ----\n"
+                        "    # [Omni] Pass token counts per request\n    model_kwargs['seq_token_counts'] = tokens\n"
+                        "    model_kwargs['request_ids'] = list(req_ids)\n    # ---- Omni-new ----\n    return x\n")
+    report = check_markers(tree, str(snap))
+    assert by_status(report) == [("added", "g.py", 3, None), ("intact", "g.py", 3, None)]

@@ -121,6 +121,18 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
              and finder.locate(b)[0] == LOST_MARKERS_REMOVED}
     exact(lambda x: (x.hash,), stays)
 
+    # an inline-tagged line that a new fence now wraps, tag and code unchanged, is intact
+    wrapped: dict[int, int] = {}
+    for i, b in enumerate(base):
+        if i in pair or b.kind != "inline" or not b.body:
+            continue
+        for j, c in enumerate(cur):
+            if (c.kind == "fenced" and c.file == b.file and c.qualname == b.qualname
+                    and any(t.tag == b.tag for t in c.inline_tags) and _contains(c.body, b.body)):
+                wrapped[i] = j
+                break
+    stays |= set(wrapped)
+
     # 3. similar body: same file+scope (or anchored in place), then elsewhere
     for same_place in (True, False):
         cands: list[tuple[float, int, int]] = []
@@ -144,7 +156,11 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
     results: list[BlockResult] = []
     for i, b in enumerate(base):
         r = BlockResult("lost", b.file, b.start_line, b.kind, b.tag, b.qualname, b.hash, b.id)
-        if i in pair:
+        if i in wrapped:
+            c = cur[wrapped[i]]
+            r.status, r.similarity = "intact", 1.0
+            r.new_file, r.new_start_line, r.new_qualname = c.file, c.start_line, c.qualname
+        elif i in pair:
             c = cur[pair[i]]
             r.new_file, r.new_start_line, r.new_qualname = c.file, c.start_line, c.qualname
             r.similarity = 1.0 if c.hash == b.hash else similarity(b.body, c.body)
@@ -238,3 +254,9 @@ class _UnmarkedFinder:
             if at:
                 return LOST_UNMARKED_ELSEWHERE, (rel, at)
         return LOST_CODE_REMOVED, None
+
+
+def _contains(body: list[str], part: list[str]) -> bool:
+    """True when *part* appears as consecutive lines of *body*."""
+    n = len(part)
+    return any(body[k:k + n] == part for k in range(len(body) - n + 1))
