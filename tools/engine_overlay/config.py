@@ -12,7 +12,6 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomlkit
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
@@ -340,6 +339,8 @@ def load_project(root: Path) -> Project:
 
 def write_pin(path: Path, engine: str, version: str, source: dict, make_default: bool = True) -> None:
     """Add or replace a pin (and optionally make it the default), keeping comments."""
+    import tomlkit  # only when writing: keeps start-up light
+
     doc = tomlkit.parse(path.read_text(encoding="utf-8"))
     table = doc[engine]
     if "pins" not in table:
@@ -356,6 +357,8 @@ def write_pin(path: Path, engine: str, version: str, source: dict, make_default:
 
 def set_default_version(path: Path, engine: str, version: str) -> None:
     """Make an existing pin the engine's default, keeping comments and order."""
+    import tomlkit  # only when writing: keeps start-up light
+
     doc = tomlkit.parse(path.read_text(encoding="utf-8"))
     doc[engine]["version"] = version
     atomic_write(path, tomlkit.dumps(doc))

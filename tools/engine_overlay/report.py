@@ -7,11 +7,12 @@ field names here are the stable schema.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from .hunks import HunkResult
+
+if TYPE_CHECKING:  # rich is imported when something is printed (start-up time)
+    from rich.console import Console
 
 # patch statuses
 APPLIED, OFFSET, THREE_WAY, FAILED, ALREADY, PENDING, CHANGED, SKIPPED = (
@@ -86,6 +87,8 @@ def _hunk_text(result: PatchResult) -> str:
 
 
 def render(report: Report, console: Console) -> None:
+    from rich.table import Table
+
     head = f"{report.command} {report.engine} {report.version} -> {report.target}"
     if report.branch:
         head += f" (branch {report.branch})"

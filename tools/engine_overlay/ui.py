@@ -13,10 +13,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
+
+if TYPE_CHECKING:  # rich is imported when something is printed (start-up time)
+    from rich.console import Console
 
 JSON_SCHEMA_VERSION = 1
 
@@ -40,6 +42,8 @@ def app_context(ctx: click.Context | None = None) -> AppContext:
 
 
 def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
