@@ -92,15 +92,6 @@ def is_ancestor(repo: git.Repo, ancestor: str, rev: str) -> bool:
         return False
 
 
-def tags_at_or_below(repo: git.Repo, names: list[str], rev: str = "HEAD") -> list[str]:
-    found = []
-    for name in names:
-        sha = rev_parse(repo, f"refs/tags/{name}")
-        if sha and is_ancestor(repo, sha, rev):
-            found.append(name)
-    return found
-
-
 def read_blob(repo: git.Repo, sha: str) -> bytes | None:
     """Content of a blob named by a full or abbreviated sha, or None if absent."""
     try:
@@ -207,19 +198,6 @@ def delete_branch(repo: git.Repo, name: str) -> None:
 
 def create_branch(repo: git.Repo, name: str, sha: str) -> None:
     repo.git.branch("-f", name, sha)
-
-
-def commit_log(repo: git.Repo, base: str, tip: str) -> list[tuple[str, str]]:
-    """(sha, full message) of the commits in base..tip, oldest first."""
-    out = repo.git.log("--reverse", "--format=%H%x00%B%x01", f"{base}..{tip}")
-    result = []
-    for record in out.split("\x01"):
-        record = record.strip("\n")
-        if not record:
-            continue
-        sha, _, message = record.partition("\x00")
-        result.append((sha.strip(), message))
-    return result
 
 
 def init_repo(path: Path, branch: str = "upstream") -> git.Repo:
