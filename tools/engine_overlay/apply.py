@@ -106,6 +106,15 @@ def read_journal(repo: git.Repo) -> dict | None:
                      hint="run `overlay apply ... --abort` after checking `git status`, or delete the file")
 
 
+def require_clean(repo: git.Repo) -> None:
+    """Refuse a checkout with modified, staged or untracked files: they are the user's."""
+    dirty = gitops.dirty_paths(repo)
+    if dirty:
+        raise OverlayError(
+            f"the checkout has uncommitted changes ({len(dirty)} path(s), e.g. {dirty[0]})",
+            path=gitops.work_root(repo), hint="commit or stash them first; overlay never touches uncommitted work")
+
+
 def _unfinished(repo: git.Repo, journal: dict) -> CheckFailed:
     return CheckFailed(
         f"an interrupted overlay run left this checkout on {journal.get('branch')} "
@@ -203,11 +212,7 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
         journal = read_journal(repo)
         if journal is not None:
             raise _unfinished(repo, journal)
-        dirty = gitops.dirty_paths(repo)
-        if dirty:
-            raise OverlayError(
-                f"the checkout has uncommitted changes ({len(dirty)} path(s), e.g. {dirty[0]})", path=root,
-                hint="commit or stash them first; overlay never touches uncommitted work")
+        require_clean(repo)
         if base_check is not None:
             problem = base_check(repo)
             if problem and not opts.force_base:
@@ -249,23 +254,17 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
             return report
         if opts.check:
             return report
-        started = time.time() - 1
-        write_json_atomic(journal_path(repo), {
-            "phase": "import", "branch": branch, "orig_branch": orig_branch, "orig_head": orig_head,
-            "label": payload.label, "version": payload.version, "started": started,
-        })
+        entry = {"phase": "import", "branch": branch, "orig_branch": orig_branch, "orig_head": orig_head,
+                 "label": payload.label, "version": payload.version, "started": time.time() - 1}
+        write_json_atomic(journal_path(repo), entry)
         try:
             shas = gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(result))
-            write_json_atomic(journal_path(repo), {
-                "phase": "checkout", "branch": branch, "orig_branch": orig_branch, "orig_head": orig_head,
-                "label": payload.label, "version": payload.version, "started": started,
-            })
+            write_json_atomic(journal_path(repo), {**entry, "phase": "checkout"})
             gitops.checkout(repo, branch)
         except (git.GitCommandError, OSError) as exc:
             cause = _describe(exc)
             try:
-                _restore(repo, {"branch": branch, "orig_branch": orig_branch, "orig_head": orig_head,
-                                "started": started})
+                _restore(repo, entry)
             except (git.GitCommandError, OSError) as again:
                 raise CheckFailed(
                     f"writing the branch failed ({cause}) and so did restoring the checkout ({_describe(again)})",

@@ -27,6 +27,7 @@ from .apply import (
     default_branch,
     engine_payload,
     read_journal,
+    require_clean,
 )
 from .config import Engine, Project
 from .errors import CheckFailed, OverlayError
@@ -197,10 +198,7 @@ def start_upgrade(project: Project, engine: Engine, to_version: str, checkout: P
         if read_journal(repo) is not None or _state_path(repo).exists():
             raise CheckFailed("an unfinished overlay run is recorded on this checkout", path=_state_path(repo),
                               hint="finish it with --continue / --skip, or --abort")
-        dirty = gitops.dirty_paths(repo)
-        if dirty:
-            raise OverlayError(f"the checkout has uncommitted changes (e.g. {dirty[0]})",
-                               path=gitops.work_root(repo), hint="commit or stash them first")
+        require_clean(repo)
         base = _new_base(repo, engine.name, to_pin.version)
         branch = default_branch(engine.name, to_pin.version)
         if gitops.branch_exists(repo, branch):
