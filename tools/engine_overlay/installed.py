@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from packaging.version import InvalidVersion, Version
 
 from .config import Engine, Pin
 from .errors import CheckFailed, OverlayError
-from .locking import TargetLock, read_json, write_json_atomic
+from .locking import TargetLock, atomic_write, read_json, write_json_atomic
 from .plan import plan
 from .report import Report
 from .tree import TreeState, check_relpath
@@ -64,17 +63,6 @@ def _record_dir(root: Path, engine: str) -> Path:
 
 def _sha(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.overlay-tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode & 0o777)
-    os.replace(tmp, path)
 
 
 def apply_installed(engine: Engine, pin: Pin, payload, site: Path | None, check: bool,
@@ -139,7 +127,7 @@ def _write(root: Path, record_dir: Path, engine: Engine, payload, changes) -> No
         disk = root / path
         original = disk.read_bytes() if disk.is_file() else None
         if original is not None:
-            _write_atomic(originals / path, original, 0o644)
+            atomic_write(originals / path, original, 0o644)
         files[path] = {
             "original_sha256": _sha(original),
             "original_mode": oct(disk.stat().st_mode & 0o777) if original is not None else None,
@@ -152,7 +140,7 @@ def _write(root: Path, record_dir: Path, engine: Engine, payload, changes) -> No
         if content is None:
             disk.unlink(missing_ok=True)
         else:
-            _write_atomic(disk, content, mode)
+            atomic_write(disk, content, mode)
     record["state"] = "applied"
     write_json_atomic(record_dir / "record.json", record)
 
@@ -201,7 +189,7 @@ def unapply_installed(engine: Engine, site: Path | None, force: bool) -> dict:
                 if _sha(data) != info["original_sha256"]:
                     raise OverlayError("saved original is corrupt", path=record_dir / "originals" / path,
                                        hint="reinstall the package to restore it")
-                _write_atomic(disk, data, int(info.get("original_mode") or "0o644", 8))
+                atomic_write(disk, data, int(info.get("original_mode") or "0o644", 8))
             restored.append(path)
         shutil.rmtree(record_dir)
         _remove_if_only_lock(root / RECORD_DIR, f"{engine.name}.lock")

@@ -45,11 +45,11 @@ class TargetLock:
             self._fd = None
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None:
     """Write-then-rename with fsync, so a reader sees the old or the new file, never half.
 
-    The file keeps its mode; on any error the temporary file is removed and the
-    original is untouched.
+    The file gets *mode* (permission bits), or keeps its own; on any error the
+    temporary file is removed and the original is untouched.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.overlay-tmp")
@@ -59,7 +59,9 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        if path.exists():
+        if mode is not None:
+            os.chmod(tmp, mode & 0o777)
+        elif path.exists():
             os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
     except BaseException:
