@@ -14,8 +14,8 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import git
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
@@ -28,6 +28,9 @@ from .plan import TRAILER_FILES, TRAILER_PATCH, TRAILER_SHA, Plan, load_patches,
 from .report import ALREADY, OK_PATCH, SKIPPED, PatchResult, Report
 from .series import Patch, parse_series
 from .tree import GitTreeState, TreeState
+
+if TYPE_CHECKING:
+    from .gitops import Repo
 
 
 @dataclass
@@ -93,20 +96,20 @@ def _applies(patch: Patch, version: str) -> bool:
 
 # -- state kept in the target's git dir ---------------------------------------------------------
 
-def _state_dir(repo: git.Repo) -> Path:
+def _state_dir(repo: Repo) -> Path:
     return gitops.git_dir(repo) / "engine-overlay"
 
 
-def journal_path(repo: git.Repo) -> Path:
+def journal_path(repo: Repo) -> Path:
     return _state_dir(repo) / "journal.json"
 
 
-def read_journal(repo: git.Repo) -> dict | None:
+def read_journal(repo: Repo) -> dict | None:
     return read_json(journal_path(repo), "the overlay journal",
                      hint="run `overlay apply ... --abort` after checking `git status`, or delete the file")
 
 
-def require_clean(repo: git.Repo) -> None:
+def require_clean(repo: Repo) -> None:
     """Refuse a checkout with modified, staged or untracked files: they are the user's."""
     dirty = gitops.dirty_paths(repo)
     if dirty:
@@ -115,7 +118,7 @@ def require_clean(repo: git.Repo) -> None:
             path=gitops.work_root(repo), hint="commit or stash them first; overlay never touches uncommitted work")
 
 
-def _unfinished(repo: git.Repo, journal: dict) -> CheckFailed:
+def _unfinished(repo: Repo, journal: dict) -> CheckFailed:
     return CheckFailed(
         f"an interrupted overlay run left this checkout on {journal.get('branch')} "
         f"(started from {journal.get('orig_branch') or 'detached HEAD'} at {journal.get('orig_head', '')[:12]})",
@@ -135,7 +138,7 @@ def _trailers(message: str) -> dict[str, str]:
     return found
 
 
-def applied_commits(repo: git.Repo, tip: str) -> tuple[list[tuple[str, str, str]], str | None, str]:
+def applied_commits(repo: Repo, tip: str) -> tuple[list[tuple[str, str, str]], str | None, str]:
     """Walk back from *tip* over overlay commits: ([(patch, sha256, commit)], overlay sha, base)."""
     patches: list[tuple[str, str, str]] = []
     overlay_sha = None
@@ -157,7 +160,7 @@ def applied_commits(repo: git.Repo, tip: str) -> tuple[list[tuple[str, str, str]
 
 # -- base check --------------------------------------------------------------------------------
 
-def base_problem(repo: git.Repo, engine: str, pin: Pin) -> str | None:
+def base_problem(repo: Repo, engine: str, pin: Pin) -> str | None:
     """None when HEAD is built on the pinned upstream, else what is wrong."""
     head = gitops.head_sha(repo)
     if head is None:
@@ -199,7 +202,7 @@ def target_for(engine: Engine, pin: Pin, checkout: Path | None) -> tuple[Path, s
     return tree, "tree"
 
 
-def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind: str,
+def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str,
               base_check=None, locked: bool = False, base_rev: str | None = None) -> Report:
     """Apply onto a git target; the branch grows from *base_rev* (default: HEAD).
 
@@ -261,11 +264,11 @@ def apply_git(repo: git.Repo, payload: Payload, opts: ApplyOptions, target_kind:
             shas = gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(result))
             write_json_atomic(journal_path(repo), {**entry, "phase": "checkout"})
             gitops.checkout(repo, branch)
-        except (git.GitCommandError, OSError) as exc:
+        except (gitops.GitFailed, OSError) as exc:
             cause = _describe(exc)
             try:
                 _restore(repo, entry)
-            except (git.GitCommandError, OSError) as again:
+            except (gitops.GitFailed, OSError) as again:
                 raise CheckFailed(
                     f"writing the branch failed ({cause}) and so did restoring the checkout ({_describe(again)})",
                     path=journal_path(repo),
@@ -292,7 +295,7 @@ def _fill(report: Report, payload: Payload, result: Plan) -> None:
     report.overlay_files = result.overlay_files
 
 
-def _keep_prefix(repo: git.Repo, result: Plan, branch: str, head: str) -> None:
+def _keep_prefix(repo: Repo, result: Plan, branch: str, head: str) -> None:
     """--keep: commit the patches before the first failure, check them out, journal-free."""
     first_bad = next(i for i, p in enumerate(result.patches) if p.status not in OK_PATCH)
     good = [c for c, _ in zip(result.commits, result.patches[:first_bad], strict=False)]
@@ -303,7 +306,7 @@ def _keep_prefix(repo: git.Repo, result: Plan, branch: str, head: str) -> None:
     gitops.checkout(repo, branch)
 
 
-def _existing_branch(repo: git.Repo, payload: Payload, branch: str, report: Report) -> Report:
+def _existing_branch(repo: Repo, payload: Payload, branch: str, report: Report) -> Report:
     applied, overlay_sha, _base = applied_commits(repo, f"refs/heads/{branch}")
     wanted = [(p.name, p.sha256) for p, _ in payload.patches]
     have = [(name, sha) for name, sha, _ in applied]
@@ -322,12 +325,10 @@ def _existing_branch(repo: git.Repo, payload: Payload, branch: str, report: Repo
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, git.GitCommandError):
-        return f"git {exc.command[1] if len(exc.command) > 1 else ''}: {(exc.stderr or '').strip() or exc.status}"
-    return str(exc)
+    return exc.message if isinstance(exc, gitops.GitFailed) else str(exc)
 
 
-def _remove_stale_git_locks(repo: git.Repo, since: float) -> None:
+def _remove_stale_git_locks(repo: Repo, since: float) -> None:
     """A git command of ours that died on a full disk can leave its *.lock files behind;
     only those created during our run (after *since*) are removed."""
     base = gitops.git_dir(repo)
@@ -338,7 +339,7 @@ def _remove_stale_git_locks(repo: git.Repo, since: float) -> None:
             lock.unlink()
 
 
-def _restore(repo: git.Repo, journal: dict) -> None:
+def _restore(repo: Repo, journal: dict) -> None:
     if journal.get("started"):
         _remove_stale_git_locks(repo, journal["started"])
     orig_head = journal.get("orig_head")
@@ -349,7 +350,7 @@ def _restore(repo: git.Repo, journal: dict) -> None:
         gitops.delete_branch(repo, branch)
 
 
-def abort(repo: git.Repo) -> str:
+def abort(repo: Repo) -> str:
     """Restore the checkout recorded in the journal of an interrupted run."""
     with TargetLock(_state_dir(repo) / "lock", str(gitops.work_root(repo))):
         journal = read_journal(repo)

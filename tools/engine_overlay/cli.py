@@ -7,10 +7,10 @@ status: 0 ok, 1 check failed / conflict, 2 usage or configuration error.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
-import git
 
 from . import __version__, gitops, sources, ui
 from .apply import (
@@ -24,7 +24,6 @@ from .apply import (
 )
 from .config import Project, find_project, load_project
 from .errors import EXIT_CHECK_FAILED, OverlayError
-from .installed import apply_installed, unapply_installed
 from .lint import lint_project
 from .report import render
 from .status import status_git
@@ -59,14 +58,18 @@ class OverlayGroup(click.Group):
         except OverlayError as exc:
             ui.emit_error(exc, ui.app_context(ctx).fmt)
             ctx.exit(exc.exit_code)
-        except git.GitCommandError as exc:
-            error = OverlayError(f"git {exc.command[1] if len(exc.command) > 1 else ''} failed: "
-                                 f"{(exc.stderr or '').strip()}", exit_code=EXIT_CHECK_FAILED)
-            ui.emit_error(error, ui.app_context(ctx).fmt)
-            ctx.exit(error.exit_code)
         except OSError as exc:
             error = OverlayError(f"{exc.strerror or exc}", path=exc.filename, exit_code=EXIT_CHECK_FAILED,
                                  hint="check free space and permissions, then run again")
+            ui.emit_error(error, ui.app_context(ctx).fmt)
+            ctx.exit(error.exit_code)
+        except Exception as exc:
+            # gitpython is imported only by the commands that use it; its errors end up here
+            gitpython = sys.modules.get("git")
+            if gitpython is None or not isinstance(exc, gitpython.GitCommandError):
+                raise
+            error = OverlayError(f"git {exc.command[1] if len(exc.command) > 1 else ''} failed: "
+                                 f"{(exc.stderr or '').strip()}", exit_code=EXIT_CHECK_FAILED)
             ui.emit_error(error, ui.app_context(ctx).fmt)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt:
@@ -177,6 +180,8 @@ def apply(engine, version, checkout, installed, site, check, keep, force_base, b
     pin = eng.pin(version)
     payload = engine_payload(eng, pin)
     if installed:
+        from .installed import apply_installed  # only here: importlib.metadata is slow to import
+
         _finish(apply_installed(eng, pin, payload, site, check, force_base))
         return
     path, kind = target_for(eng, pin, checkout)
@@ -244,6 +249,8 @@ class MarkerCheckFailed(Exception):
 @click.option("--force", is_flag=True, help="Restore originals even over files edited since apply.")
 def unapply(engine, installed, site, force) -> None:
     """Restore every file `apply --installed` touched, byte for byte."""
+    from .installed import unapply_installed
+
     result = unapply_installed(_project().engine(engine), site, force)
     ui.emit("unapply", result, lambda c: c.print(
         f"restored {len(result['restored'])} file(s) in {result['target']}", markup=False))

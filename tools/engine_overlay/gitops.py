@@ -1,4 +1,9 @@
-"""The only module that talks to git (through gitpython's command wrapper).
+"""The only module that talks to git.
+
+Plumbing on the apply path runs `git` directly: importing gitpython costs ~60 ms
+(and a `git version` probe) on every command, more than a whole small apply.
+Queries that want gitpython's object model (commits, trees, the odb) reach it
+through :class:`Repo`, which creates the gitpython repository on first use.
 
 Commits for a whole series are written in one `git fast-import` stream: one
 process instead of one `git am` per patch, and the branch ref only appears
@@ -12,12 +17,51 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import git
+from .errors import CheckFailed, OverlayError
 
-from .errors import OverlayError
+if TYPE_CHECKING:
+    import git
 
 ZERO_SHA = "0" * 40
+
+
+class GitFailed(CheckFailed):
+    """A git command run by this module failed (exit status 1); its stderr is the message."""
+
+    def __init__(self, args: list[str], status: int, stderr: str, path: str | Path | None) -> None:
+        name = next((a for a in args if not a.startswith("-")), "")
+        super().__init__(f"git {name} failed: {stderr.strip() or f'exit status {status}'}", path=path)
+        self.command = ["git", *args]
+        self.status = status
+        self.stderr = stderr
+
+
+class Repo:
+    """A git work tree (`working_tree_dir`, `git_dir` as in gitpython).
+
+    Attributes this class does not define (``git``, ``commit``, ``odb``, ...) are
+    gitpython's, from a ``git.Repo`` created on first use.
+    """
+
+    def __init__(self, work: Path, git_dir: Path) -> None:
+        self.working_tree_dir = str(work)
+        self.git_dir = str(git_dir)
+        self._gitpython: git.Repo | None = None
+
+    @property
+    def gitpython(self) -> git.Repo:
+        if self._gitpython is None:
+            import git
+
+            self._gitpython = git.Repo(self.working_tree_dir)
+        return self._gitpython
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.gitpython, name)
 
 
 @dataclass
@@ -30,84 +74,86 @@ class CommitSpec:
     changes: dict[str, tuple[bytes | None, int]] = field(default_factory=dict)  # path -> (content|None, mode)
 
 
-def open_repo(path: Path) -> git.Repo:
+def _proc(repo, args: list[str], input: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=repo.working_tree_dir, input=input, capture_output=True, check=False)
+
+
+def run(repo, *args: str, input: bytes | None = None) -> bytes:
+    """Run git in the work tree of *repo*; its stdout, or :class:`GitFailed`."""
+    proc = _proc(repo, list(args), input)
+    if proc.returncode != 0:
+        raise GitFailed(list(args), proc.returncode, proc.stderr.decode(errors="replace"), repo.working_tree_dir)
+    return proc.stdout
+
+
+def _query(repo, *args: str) -> str | None:
+    """stdout (stripped) of a git query, or None when git says no (non-zero exit)."""
+    proc = _proc(repo, list(args))
+    return proc.stdout.decode(errors="surrogateescape").strip() if proc.returncode == 0 else None
+
+
+def open_repo(path: Path) -> Repo:
     path = Path(path)
     if not path.exists():
         raise OverlayError("checkout not found", path=path, hint="give the path of a git checkout")
-    try:
-        repo = git.Repo(path)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-        raise OverlayError("not a git repository", path=path,
-                           hint="run `git init` there, or use --installed for an installed package") from exc
-    if repo.bare:
+    proc = subprocess.run(["git", "rev-parse", "--is-bare-repository", "--absolute-git-dir", "--show-toplevel"],
+                          cwd=path, capture_output=True, check=False)
+    lines = proc.stdout.decode(errors="surrogateescape").splitlines()
+    if lines[:1] == ["true"]:
         raise OverlayError("bare repository: a work tree is needed", path=path)
-    return repo
+    if proc.returncode != 0 or len(lines) != 3 or Path(lines[2]).resolve() != path.resolve():
+        raise OverlayError("not a git repository", path=path,
+                           hint="run `git init` there, or use --installed for an installed package")
+    return Repo(Path(lines[2]), Path(lines[1]))
 
 
-def work_root(repo: git.Repo) -> Path:
+def work_root(repo) -> Path:
     return Path(repo.working_tree_dir)
 
 
-def git_dir(repo: git.Repo) -> Path:
+def git_dir(repo) -> Path:
     return Path(repo.git_dir)
 
 
-def dirty_paths(repo: git.Repo) -> list[str]:
+def dirty_paths(repo) -> list[str]:
     """Modified, staged or untracked (not ignored) paths; empty for a clean tree."""
     # read-only: no opportunistic index refresh (it can leave index.lock behind on a full disk)
-    out = repo.git.execute(["git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=all", "-z"])
-    return [entry[3:] for entry in out.split("\0") if entry]
+    out = run(repo, "--no-optional-locks", "status", "--porcelain", "--untracked-files=all", "-z")
+    return [entry[3:] for entry in out.decode(errors="surrogateescape").split("\0") if entry]
 
 
-def current_branch(repo: git.Repo) -> str | None:
-    try:
-        return repo.active_branch.name
-    except TypeError:  # detached HEAD
-        return None
+def current_branch(repo) -> str | None:
+    """The checked-out branch, None on a detached HEAD."""
+    return _query(repo, "symbolic-ref", "-q", "--short", "HEAD") or None
 
 
-def head_sha(repo: git.Repo) -> str | None:
-    try:
-        return repo.head.commit.hexsha
-    except ValueError:  # no commits yet
-        return None
+def head_sha(repo) -> str | None:
+    """None before the first commit."""
+    return _query(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}") or None
 
 
-def rev_parse(repo: git.Repo, rev: str) -> str | None:
-    try:
-        return repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}")
-    except git.GitCommandError:
-        return None
+def rev_parse(repo, rev: str) -> str | None:
+    return _query(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}") or None
 
 
-def branch_exists(repo: git.Repo, name: str) -> bool:
+def branch_exists(repo, name: str) -> bool:
     return rev_parse(repo, f"refs/heads/{name}") is not None
 
 
-def is_ancestor(repo: git.Repo, ancestor: str, rev: str) -> bool:
-    try:
-        repo.git.merge_base("--is-ancestor", ancestor, rev)
-        return True
-    except git.GitCommandError:
-        return False
+def is_ancestor(repo, ancestor: str, rev: str) -> bool:
+    return _query(repo, "merge-base", "--is-ancestor", ancestor, rev) is not None
 
 
-def read_blob(repo: git.Repo, sha: str) -> bytes | None:
+def read_blob(repo, sha: str) -> bytes | None:
     """Content of a blob named by a full or abbreviated sha, or None if absent."""
-    try:
-        full = repo.git.rev_parse("--verify", "--quiet", f"{sha}^{{blob}}")
-    except git.GitCommandError:
-        return None
-    return repo.odb.stream(bytes.fromhex(full)).read()
+    full = _query(repo, "rev-parse", "--verify", "--quiet", f"{sha}^{{blob}}")
+    return run(repo, "cat-file", "blob", full) if full else None
 
 
-def read_at(repo: git.Repo, rev: str, path: str) -> bytes | None:
-    """Exact bytes of *path* at *rev* (None if absent); read from the object store."""
-    try:
-        blob = repo.commit(rev).tree / path
-    except (KeyError, ValueError, git.BadName):
-        return None
-    return blob.data_stream.read() if blob.type == "blob" else None
+def read_at(repo, rev: str, path: str) -> bytes | None:
+    """Exact bytes of *path* at *rev* (None if absent or not a file); read from the object store."""
+    proc = _proc(repo, ["cat-file", "blob", f"{rev}:{path}"])
+    return proc.stdout if proc.returncode == 0 else None
 
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, labels=("ours", "base", "theirs")) -> tuple[bytes, int]:
@@ -131,7 +177,7 @@ def _data(payload: bytes) -> bytes:
     return b"data %d\n" % len(payload) + payload + b"\n"
 
 
-def fast_import(repo: git.Repo, ref: str, parent: str, commits: list[CommitSpec],
+def fast_import(repo, ref: str, parent: str, commits: list[CommitSpec],
                 committer: tuple[str, str] | None = None) -> list[str]:
     """Write *commits* on top of *parent* and point *ref* at the last; return their shas."""
     if not commits:
@@ -155,14 +201,7 @@ def fast_import(repo: git.Repo, ref: str, parent: str, commits: list[CommitSpec]
         stream += b"\n"
     with tempfile.TemporaryDirectory(prefix="overlay-import-") as tmp:
         marks = Path(tmp) / "marks"
-        stream_file = Path(tmp) / "stream"
-        stream_file.write_bytes(bytes(stream))
-        with open(stream_file, "rb") as handle:
-            try:
-                repo.git.fast_import("--quiet", "--force", f"--export-marks={marks}", istream=handle)
-            except git.GitCommandError as exc:
-                raise OverlayError(f"git fast-import failed: {exc.stderr.strip()}",
-                                   path=work_root(repo)) from exc
+        run(repo, "fast-import", "--quiet", "--force", f"--export-marks={marks}", input=bytes(stream))
         shas = {}
         for line in marks.read_text().splitlines():
             mark, sha = line.split()
@@ -177,30 +216,31 @@ def _quote(path: str) -> bytes:
     return raw
 
 
-def checkout(repo: git.Repo, branch: str, force: bool = False) -> None:
-    args = ["-f"] if force else []
-    repo.git.checkout(*args, branch)
+def checkout(repo, branch: str, force: bool = False) -> None:
+    run(repo, "checkout", "-q", *(["-f"] if force else []), branch)
 
 
-def restore(repo: git.Repo, branch: str | None, sha: str) -> None:
+def restore(repo, branch: str | None, sha: str) -> None:
     """Put the checkout back at *branch* (or detached) on *sha*, index and files included."""
     if branch:
-        repo.git.checkout("-f", branch)
-        repo.git.reset("--hard", sha)
+        run(repo, "checkout", "-q", "-f", branch)
+        run(repo, "reset", "-q", "--hard", sha)
     else:
-        repo.git.checkout("-f", "--detach", sha)
+        run(repo, "checkout", "-q", "-f", "--detach", sha)
 
 
-def delete_branch(repo: git.Repo, name: str) -> None:
+def delete_branch(repo, name: str) -> None:
     if branch_exists(repo, name):
-        repo.git.branch("-D", name)
+        run(repo, "branch", "-D", name)
 
 
-def create_branch(repo: git.Repo, name: str, sha: str) -> None:
-    repo.git.branch("-f", name, sha)
+def create_branch(repo, name: str, sha: str) -> None:
+    run(repo, "branch", "-f", name, sha)
 
 
 def init_repo(path: Path, branch: str = "upstream") -> git.Repo:
+    import git
+
     repo = git.Repo.init(path, initial_branch=branch)
     with repo.config_writer() as cfg:
         cfg.set_value("core", "autocrlf", "false")

@@ -4,15 +4,17 @@ in-sync / differs / missing — read from the overlay branch's commits, never fr
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import git
+from typing import TYPE_CHECKING
 
 from . import gitops
 from .apply import Payload, applied_commits, default_branch, read_journal
 from .report import APPLIED, CHANGED, PENDING, OverlayFileResult, PatchResult, Report
 
+if TYPE_CHECKING:
+    from .gitops import Repo
 
-def status_git(repo: git.Repo, payload: Payload, target_kind: str, branch: str | None = None) -> Report:
+
+def status_git(repo: Repo, payload: Payload, target_kind: str, branch: str | None = None) -> Report:
     branch = branch or default_branch(payload.label, payload.version)
     root = gitops.work_root(repo)
     report = Report("status", payload.label, payload.version, str(root), target_kind, "ok", branch)
