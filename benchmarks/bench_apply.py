@@ -12,12 +12,14 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import measure, print_table, result, run, write_json  # noqa: E402
+from _common import print_table, result, run, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
@@ -68,25 +70,67 @@ def project_series(work: Path, version: str = "0.32.0") -> Path:
     return out
 
 
-def bench(tree: Path, series: Path, work: Path, repeats: int, label: str) -> dict:
+def python_env(work: Path) -> dict:
+    """The environment `overlay` runs in: bytecode cached as in any installed package.
+
+    Some machines set PYTHONDONTWRITEBYTECODE=1, which would make every run compile
+    the whole package from source again; the cache goes to a scratch directory."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return env
+
+
+def bench(tree: Path, series: Path, work: Path, repeats: int, label: str) -> tuple[dict, dict, dict]:
+    """Median wall times of both tools, measured alternately on identical fresh checkouts."""
     names = [line.split()[0] for line in (series / "series").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     target = work / "target"
+    env = python_env(work)
 
     def fresh():
         shutil.rmtree(target, ignore_errors=True)
         run("git", "clone", "-q", "--no-checkout", str(tree), str(target))
         run("git", "checkout", "-q", "-b", "work", "upstream/vllm-0.32.0", cwd=target)
+        # settle the checkout as any tree a user works in is: files written in the same
+        # instant as the index are "racily clean" and would make the first git command
+        # of either tool re-hash all ~7,700 files
+        time.sleep(0.05)
+        run("git", "update-index", "-q", "--refresh", cwd=target)
 
     def overlay():
-        run(sys.executable, "-m", "engine_overlay", "apply", "--series", str(series), "--checkout", str(target))
+        run(sys.executable, "-m", "engine_overlay", "apply", "--series", str(series), "--checkout", str(target),
+            env=env)
 
     def git_am():
         run("git", "am", "-q", "-3", *[str(series / n) for n in names], cwd=target, env=ENV)
 
-    ours = measure(overlay, repeats, fresh)
-    base = measure(git_am, repeats, fresh)
-    return result(f"apply {label} ({len(names)} patches)", "wall time", ours, "git am -3", base)
+    fresh()
+    overlay()  # warm-up: bytecode cache, page cache
+    ours, base = [], []
+    for _ in range(repeats):
+        for fn, times in ((overlay, ours), (git_am, base)):
+            fresh()
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    ours_m, base_m = summary(ours), summary(base)
+    ours_m["patches"] = base_m["patches"] = len(names)
+    return result(f"apply {label} ({len(names)} patches)", "wall time", ours_m, "git am -3", base_m), ours_m, base_m
+
+
+def summary(times: list[float]) -> dict:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
+
+
+def startup_floor(work: Path, repeats: int) -> dict:
+    """What any click-based Python CLI pays before doing anything: the interpreter plus click."""
+    env = python_env(work)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(sys.executable, "-c", "import click", env=env)
+        times.append(time.perf_counter() - start)
+    return summary(times)
 
 
 def main() -> None:
@@ -98,10 +142,21 @@ def main() -> None:
     tree = fetched_tree()
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
         work = Path(tmp)
-        results = [
-            bench(tree, project_series(work), work, args.repeats, "vLLM series"),
-            bench(tree, synthetic_series(tree, work, args.patches), work, args.repeats, "synthetic series"),
-        ]
+        small, small_ours, small_base = bench(tree, project_series(work), work, args.repeats, "vLLM series")
+        large, large_ours, large_base = bench(tree, synthetic_series(tree, work, args.patches), work,
+                                              args.repeats, "synthetic series")
+        floor = startup_floor(work, args.repeats)
+    extra = args.patches - small_ours["patches"]
+    # cost of each further patch: the slope between the two series, fixed start-up cost removed
+    per_patch = {k: (large_ours[k] - small_ours[k]) / extra for k in ("median", "min", "max")}
+    per_patch_base = {k: (large_base[k] - small_base[k]) / extra for k in ("median", "min", "max")}
+    per_patch["min"], per_patch["max"] = sorted((per_patch["min"], per_patch["max"]))
+    per_patch_base["min"], per_patch_base["max"] = sorted((per_patch_base["min"], per_patch_base["max"]))
+    results = [
+        small, large,
+        result("apply: cost per further patch", "wall time / patch", per_patch, "git am -3", per_patch_base),
+        result("start-up floor (python + import click)", "wall time", floor, "git am -3 vLLM series", small_base),
+    ]
     print_table(results)
     write_json(args.json, results)
 
