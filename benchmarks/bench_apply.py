@@ -1,8 +1,13 @@
 """`overlay apply` vs `git am -3` of the same patches on the same vLLM tree, in one run.
 
 Two series: the project's vLLM series, and a synthetic 50-patch series (one small
-change each in 50 files of the vLLM tree). Both tools start from a fresh clone of
-the fetched upstream tree each repeat and produce one commit per patch.
+change each in 50 files of the vLLM tree). Both tools start from a fresh, settled
+clone of the fetched upstream tree each repeat (the two alternate, so load on the
+machine hits both alike) and produce one commit per patch.
+
+Also reported: the cost of each further patch (the slope between the two series,
+start-up removed) and the start-up floor of any click-based Python CLI (the
+interpreter plus `import click`) against `git am -3` on the small series.
 Usage: python benchmarks/bench_apply.py [--repeats N] [--json PATH]
 """
 
