@@ -124,7 +124,8 @@ def dirty_paths(repo) -> list[str]:
 
 def current_branch(repo) -> str | None:
     """The checked-out branch, None on a detached HEAD."""
-    return _query(repo, "symbolic-ref", "-q", "--short", "HEAD") or None
+    ref = _query(repo, "symbolic-ref", "-q", "HEAD")
+    return ref.removeprefix("refs/heads/") if ref else None
 
 
 def head_sha(repo) -> str | None:

@@ -1,0 +1,65 @@
+"""gitops against real repositories: which directories count as a checkout, and
+what it reports about branches and objects (the apply path relies on these)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine_overlay import gitops
+from engine_overlay.errors import OverlayError
+from helpers import git, make_repo
+
+
+def test_open_repo_accepts_the_work_tree_root_only(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", {"pkg/a.py": "a = 1\n"})
+    repo = gitops.open_repo(root)
+    assert gitops.work_root(repo) == root.resolve()
+    assert gitops.git_dir(repo) == (root / ".git").resolve()
+    # a subdirectory of a checkout is not a checkout: applying there would patch the parent
+    with pytest.raises(OverlayError, match="not a git repository"):
+        gitops.open_repo(root / "pkg")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(OverlayError, match="not a git repository"):
+        gitops.open_repo(plain)
+    with pytest.raises(OverlayError, match="checkout not found"):
+        gitops.open_repo(tmp_path / "missing")
+
+
+def test_open_repo_refuses_a_bare_repository(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", {"a.py": "a = 1\n"})
+    git(tmp_path, "clone", "-q", "--bare", str(root), str(tmp_path / "bare.git"))
+    with pytest.raises(OverlayError, match="bare repository"):
+        gitops.open_repo(tmp_path / "bare.git")
+
+
+def test_branch_named_like_a_tag_and_detached_head(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", {"a.py": "a = 1\n"}, tag="v1.0.0")
+    git(root, "checkout", "-q", "-b", "v1.0.0")  # same name as the tag: `--short` would say heads/v1.0.0
+    repo = gitops.open_repo(root)
+    assert gitops.current_branch(repo) == "v1.0.0"
+    head = gitops.head_sha(repo)
+    git(root, "checkout", "-q", "--detach", head)
+    assert gitops.current_branch(repo) is None
+    assert gitops.rev_parse(repo, "refs/tags/v1.0.0") == head
+    assert gitops.rev_parse(repo, "refs/tags/nope") is None
+    assert gitops.branch_exists(repo, "v1.0.0") and not gitops.branch_exists(repo, "nope")
+
+
+def test_objects_and_git_failures(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", {"a.py": "a = 1\n", "d/b.py": "b = 2\n"})
+    repo = gitops.open_repo(root)
+    assert gitops.read_at(repo, "HEAD", "d/b.py") == b"b = 2\n"
+    assert gitops.read_at(repo, "HEAD", "d") is None  # a directory is not a file
+    assert gitops.read_at(repo, "HEAD", "missing.py") is None
+    blob = git(root, "rev-parse", "HEAD:a.py").strip()
+    assert gitops.read_blob(repo, blob[:10]) == b"a = 1\n"
+    assert gitops.read_blob(repo, "0" * 40) is None
+    with pytest.raises(gitops.GitFailed, match="git checkout failed") as info:
+        gitops.checkout(repo, "no-such-branch")
+    assert info.value.exit_code == 1 and info.value.path == str(root.resolve())
+    assert gitops.dirty_paths(repo) == []
+    (root / "new.txt").write_text("x\n")
+    assert gitops.dirty_paths(repo) == ["new.txt"]
