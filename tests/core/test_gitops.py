@@ -63,3 +63,25 @@ def test_objects_and_git_failures(tmp_path: Path) -> None:
     assert gitops.dirty_paths(repo) == []
     (root / "new.txt").write_text("x\n")
     assert gitops.dirty_paths(repo) == ["new.txt"]
+
+
+def test_first_parent_log_follows_the_first_parent_and_stops_early(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", {"a.py": "a = 0\n"})
+    base = git(root, "rev-parse", "HEAD").strip()
+    git(root, "checkout", "-q", "-b", "side")
+    git(root, "commit", "-q", "--allow-empty", "-m", "side commit")
+    git(root, "checkout", "-q", "-")
+    for i in range(1, 4):
+        (root / "a.py").write_text(f"a = {i}\n")
+        git(root, "commit", "-q", "-am", f"change {i}\n\nbody line\nOverlay-Patch: p{i}.patch")
+    git(root, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+    repo = gitops.open_repo(root)
+    log = list(gitops.first_parent_log(repo, "HEAD"))
+    assert [message.splitlines()[0] for _, message in log] == [
+        "merge side", "change 3", "change 2", "change 1", "upstream"]
+    assert log[-1][0] == base and "Overlay-Patch: p3.patch" in log[1][1]
+    walk = gitops.first_parent_log(repo, "HEAD")
+    assert next(walk)[1].startswith("merge side")
+    walk.close()  # stopping early stops git; nothing is left running
+    with pytest.raises(gitops.GitFailed, match="git log failed"):
+        list(gitops.first_parent_log(repo, "no-such-rev"))

@@ -142,20 +142,18 @@ def applied_commits(repo: Repo, tip: str) -> tuple[list[tuple[str, str, str]], s
     """Walk back from *tip* over overlay commits: ([(patch, sha256, commit)], overlay sha, base)."""
     patches: list[tuple[str, str, str]] = []
     overlay_sha = None
-    commit = repo.commit(tip)
-    while True:
-        trailers = _trailers(commit.message)
+    base = ""
+    for sha, message in gitops.first_parent_log(repo, tip):
+        base = sha
+        trailers = _trailers(message)
         if TRAILER_FILES in trailers and overlay_sha is None and not patches:
             overlay_sha = trailers[TRAILER_FILES]
         elif TRAILER_PATCH in trailers:
-            patches.append((trailers[TRAILER_PATCH], trailers.get(TRAILER_SHA, ""), commit.hexsha))
+            patches.append((trailers[TRAILER_PATCH], trailers.get(TRAILER_SHA, ""), sha))
         else:
             break
-        if not commit.parents:
-            break
-        commit = commit.parents[0]
     patches.reverse()
-    return patches, overlay_sha, commit.hexsha
+    return patches, overlay_sha, base
 
 
 # -- base check --------------------------------------------------------------------------------

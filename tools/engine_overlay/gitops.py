@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,6 +156,33 @@ def read_at(repo, rev: str, path: str) -> bytes | None:
     """Exact bytes of *path* at *rev* (None if absent or not a file); read from the object store."""
     proc = _proc(repo, ["cat-file", "blob", f"{rev}:{path}"])
     return proc.stdout if proc.returncode == 0 else None
+
+
+def first_parent_log(repo, tip: str) -> Iterator[tuple[str, str]]:
+    """(sha, message) from *tip* down the first-parent chain, read as git writes it:
+    a caller that stops early (e.g. at the first non-overlay commit of a long
+    history) stops git too."""
+    proc = subprocess.Popen(["git", "log", "--first-parent", "-z", "--format=%H%n%B", tip],
+                            cwd=repo.working_tree_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        pending = b""
+        while chunk := proc.stdout.read1(1 << 16):
+            *records, pending = (pending + chunk).split(b"\0")
+            for record in records:
+                sha, _, message = record.partition(b"\n")
+                yield sha.decode(), message.decode(errors="replace")
+        if pending.strip():
+            sha, _, message = pending.partition(b"\n")
+            yield sha.decode(), message.decode(errors="replace")
+        if proc.wait() != 0:
+            raise GitFailed(["log", tip], proc.returncode, proc.stderr.read().decode(errors="replace"),
+                            repo.working_tree_dir)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, labels=("ours", "base", "theirs")) -> tuple[bytes, int]:
