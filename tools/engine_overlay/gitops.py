@@ -131,7 +131,7 @@ def current_branch(repo) -> str | None:
 
 def head_sha(repo) -> str | None:
     """None before the first commit."""
-    return _query(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}") or None
+    return rev_parse(repo, "HEAD")
 
 
 def rev_parse(repo, rev: str) -> str | None:
@@ -168,12 +168,9 @@ def first_parent_log(repo, tip: str) -> Iterator[tuple[str, str]]:
         pending = b""
         while chunk := proc.stdout.read1(1 << 16):
             *records, pending = (pending + chunk).split(b"\0")
-            for record in records:
-                sha, _, message = record.partition(b"\n")
-                yield sha.decode(), message.decode(errors="replace")
-        if pending.strip():
-            sha, _, message = pending.partition(b"\n")
-            yield sha.decode(), message.decode(errors="replace")
+            yield from map(_log_entry, records)
+        if pending.strip():  # the last record has no NUL after it
+            yield _log_entry(pending)
         if proc.wait() != 0:
             raise GitFailed(["log", tip], proc.returncode, proc.stderr.read().decode(errors="replace"),
                             repo.working_tree_dir)
@@ -183,6 +180,11 @@ def first_parent_log(repo, tip: str) -> Iterator[tuple[str, str]]:
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _log_entry(record: bytes) -> tuple[str, str]:
+    sha, _, message = record.partition(b"\n")
+    return sha.decode(), message.decode(errors="replace")
 
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, labels=("ours", "base", "theirs")) -> tuple[bytes, int]:
