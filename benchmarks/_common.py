@@ -19,6 +19,11 @@ def measure(fn: Callable[[], None], repeats: int, setup: Callable[[], None] | No
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+    return summary(times)
+
+
+def summary(times: list[float]) -> dict:
+    """Median and spread of wall times in seconds, in the shape :func:`result` takes."""
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
 
 

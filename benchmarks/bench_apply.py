@@ -17,14 +17,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, result, run, write_json  # noqa: E402
+from _common import measure, print_table, result, run, summary, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
@@ -85,8 +84,9 @@ def python_env(work: Path) -> dict:
     return env
 
 
-def bench(tree: Path, series: Path, work: Path, repeats: int, label: str) -> tuple[dict, dict, dict]:
-    """Median wall times of both tools, measured alternately on identical fresh checkouts."""
+def bench(tree: Path, series: Path, work: Path, repeats: int, label: str) -> tuple[dict, dict, dict, int]:
+    """Median wall times of both tools, measured alternately on identical fresh checkouts:
+    (result row, ours, git am, number of patches)."""
     names = [line.split()[0] for line in (series / "series").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     target = work / "target"
@@ -119,23 +119,21 @@ def bench(tree: Path, series: Path, work: Path, repeats: int, label: str) -> tup
             fn()
             times.append(time.perf_counter() - start)
     ours_m, base_m = summary(ours), summary(base)
-    ours_m["patches"] = base_m["patches"] = len(names)
-    return result(f"apply {label} ({len(names)} patches)", "wall time", ours_m, "git am -3", base_m), ours_m, base_m
-
-
-def summary(times: list[float]) -> dict:
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": len(times)}
+    row = result(f"apply {label} ({len(names)} patches)", "wall time", ours_m, "git am -3", base_m)
+    return row, ours_m, base_m, len(names)
 
 
 def startup_floor(work: Path, repeats: int) -> dict:
     """What any click-based Python CLI pays before doing anything: the interpreter plus click."""
     env = python_env(work)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(sys.executable, "-c", "import click", env=env)
-        times.append(time.perf_counter() - start)
-    return summary(times)
+    return measure(lambda: run(sys.executable, "-c", "import click", env=env), repeats)
+
+
+def per_patch(large: dict, small: dict, extra: int) -> dict:
+    """Cost of each further patch: the slope between two series, fixed start-up cost removed."""
+    slope = {k: (large[k] - small[k]) / extra for k in ("median", "min", "max")}
+    slope["min"], slope["max"] = sorted((slope["min"], slope["max"]))
+    return slope
 
 
 def main() -> None:
@@ -147,19 +145,16 @@ def main() -> None:
     tree = fetched_tree()
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
         work = Path(tmp)
-        small, small_ours, small_base = bench(tree, project_series(work), work, args.repeats, "vLLM series")
-        large, large_ours, large_base = bench(tree, synthetic_series(tree, work, args.patches), work,
-                                              args.repeats, "synthetic series")
+        small, small_ours, small_base, small_n = bench(tree, project_series(work), work, args.repeats,
+                                                       "vLLM series")
+        large, large_ours, large_base, large_n = bench(tree, synthetic_series(tree, work, args.patches), work,
+                                                       args.repeats, "synthetic series")
         floor = startup_floor(work, args.repeats)
-    extra = args.patches - small_ours["patches"]
-    # cost of each further patch: the slope between the two series, fixed start-up cost removed
-    per_patch = {k: (large_ours[k] - small_ours[k]) / extra for k in ("median", "min", "max")}
-    per_patch_base = {k: (large_base[k] - small_base[k]) / extra for k in ("median", "min", "max")}
-    per_patch["min"], per_patch["max"] = sorted((per_patch["min"], per_patch["max"]))
-    per_patch_base["min"], per_patch_base["max"] = sorted((per_patch_base["min"], per_patch_base["max"]))
+    extra = large_n - small_n
     results = [
         small, large,
-        result("apply: cost per further patch", "wall time / patch", per_patch, "git am -3", per_patch_base),
+        result("apply: cost per further patch", "wall time / patch", per_patch(large_ours, small_ours, extra),
+               "git am -3", per_patch(large_base, small_base, extra)),
         result("start-up floor (python + import click)", "wall time", floor, "git am -3 vLLM series", small_base),
     ]
     print_table(results)
