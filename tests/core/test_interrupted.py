@@ -48,6 +48,34 @@ def test_journal_left_behind_blocks_and_abort_restores(tmp_path):
     assert repo_state(repo) == before and not journal.exists()
 
 
+def test_abort_removes_files_a_cut_short_checkout_wrote(tmp_path):
+    """A checkout of the overlay branch that died mid-way (disk full) leaves files the
+    original commit does not have; --abort removes those it wrote (whole or cut short)
+    and never a file whose content is not the branch's."""
+    repo, project = big_project(tmp_path)
+    before = repo_state(repo)
+    proc = overlay(project, "apply", "demo", "--checkout", str(repo))
+    assert proc.returncode == 0, proc.stderr
+    git(repo, "checkout", "-q", "main")
+    journal = repo / ".git/engine-overlay/journal.json"
+    journal.write_text('{"phase": "checkout", "branch": "overlay/demo-1.0.0", "orig_branch": "main", '
+                       f'"orig_head": "{before["head"]}"}}')
+    new = repo / "pkg/npu/new.py"
+    new.parent.mkdir(parents=True)
+    new.write_text("x =")  # the first bytes of the overlay file, then the disk filled up
+    assert overlay(project, "apply", "demo", "--checkout", str(repo), "--abort").returncode == 0
+    assert repo_state(repo) == before and not (repo / "pkg/npu").exists()
+
+    assert overlay(project, "apply", "demo", "--checkout", str(repo)).returncode == 0
+    git(repo, "checkout", "-q", "main")
+    journal.write_text('{"phase": "checkout", "branch": "overlay/demo-1.0.0", "orig_branch": "main", '
+                       f'"orig_head": "{before["head"]}"}}')
+    new.parent.mkdir(parents=True)
+    new.write_text("my own notes\n")  # not what the branch holds: somebody else's file
+    assert overlay(project, "apply", "demo", "--checkout", str(repo), "--abort").returncode == 0
+    assert new.read_text() == "my own notes\n"
+
+
 def test_corrupt_journal_names_the_file(tmp_path):
     repo, project = big_project(tmp_path)
     journal = repo / ".git/engine-overlay/journal.json"

@@ -16,11 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import Version
-
-from . import gitops, sources
-from .config import VERSIONS_FILE, Engine, Pin
+from . import gitops
 from .errors import CheckFailed, OverlayError
 from .locking import TargetLock, read_json, write_json_atomic
 from .overlay_files import OverlayFile, collect, manifest_sha256
@@ -30,6 +26,7 @@ from .series import Patch, parse_series
 from .tree import GitTreeState, TreeState
 
 if TYPE_CHECKING:
+    from .config import Engine, Pin
     from .gitops import Repo
 
 
@@ -56,6 +53,8 @@ class Payload:
 
 
 def engine_payload(engine: Engine, pin: Pin) -> Payload:
+    from .config import VERSIONS_FILE
+
     if not pin.apply:
         raise OverlayError(f"{engine.name} {pin.version} is a reference pin (apply = false): the series "
                            "is not kept for it", path=VERSIONS_FILE,
@@ -86,6 +85,9 @@ def series_payload(series_path: Path) -> Payload:
 
 
 def _applies(patch: Patch, version: str) -> bool:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import Version
+
     try:
         spec = SpecifierSet(patch.applies_to)
     except InvalidSpecifier as exc:
@@ -109,13 +111,16 @@ def read_journal(repo: Repo) -> dict | None:
                      hint="run `overlay apply ... --abort` after checking `git status`, or delete the file")
 
 
-def require_clean(repo: Repo) -> None:
-    """Refuse a checkout with modified, staged or untracked files: they are the user's."""
-    dirty = gitops.dirty_paths(repo)
+def require_clean(repo: Repo) -> gitops.Worktree:
+    """Refuse a checkout with modified, staged or untracked files: they are the user's.
+    Returns HEAD and the branch as the same `git status` saw them."""
+    state = gitops.worktree(repo)
+    dirty = state.dirty
     if dirty:
         raise OverlayError(
             f"the checkout has uncommitted changes ({len(dirty)} path(s), e.g. {dirty[0]})",
             path=gitops.work_root(repo), hint="commit or stash them first; overlay never touches uncommitted work")
+    return state
 
 
 def _unfinished(repo: Repo, journal: dict) -> CheckFailed:
@@ -160,6 +165,10 @@ def applied_commits(repo: Repo, tip: str) -> tuple[list[tuple[str, str, str]], s
 
 def base_problem(repo: Repo, engine: str, pin: Pin) -> str | None:
     """None when HEAD is built on the pinned upstream, else what is wrong."""
+    from packaging.version import Version
+
+    from . import sources
+
     head = gitops.head_sha(repo)
     if head is None:
         return "the checkout has no commits"
@@ -193,6 +202,8 @@ def default_branch(label: str, version: str) -> str:
 def target_for(engine: Engine, pin: Pin, checkout: Path | None) -> tuple[Path, str]:
     if checkout is not None:
         return checkout, "checkout"
+    from . import sources
+
     tree = sources.tree_path(engine.name, pin.version)
     if not (tree / ".git").exists():
         raise OverlayError(f"{engine.name} {pin.version} has not been fetched", path=tree,
@@ -213,7 +224,7 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
         journal = read_journal(repo)
         if journal is not None:
             raise _unfinished(repo, journal)
-        require_clean(repo)
+        before = require_clean(repo)
         if base_check is not None:
             problem = base_check(repo)
             if problem and not opts.force_base:
@@ -221,12 +232,11 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
                                    hint="check out the pinned upstream version, or pass --force-base")
             if problem:
                 report.warnings.append(f"base mismatch ignored (--force-base): {problem}")
-        orig_head = gitops.head_sha(repo)
+        orig_head, orig_branch = before.head, before.branch
         head = gitops.rev_parse(repo, base_rev) if base_rev else orig_head
         if head is None:
             raise OverlayError(f"base {base_rev or 'HEAD'} not found", path=root,
                                hint="fetch the pinned sources again (`overlay fetch`)")
-        orig_branch = gitops.current_branch(repo)
         if gitops.branch_exists(repo, branch):
             try:
                 return _existing_branch(repo, payload, branch, report)
@@ -242,7 +252,7 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
         read_blob = lambda sha: gitops.read_blob(repo, sha)  # noqa: E731
         # the work tree is clean, so when the branch grows from HEAD the files on disk are the
         # base (and the fastest to read); otherwise read the base commit's tree
-        state = TreeState(root) if head == gitops.head_sha(repo) else GitTreeState(repo, head)
+        state = TreeState(root) if head == orig_head else GitTreeState(repo, head)
         result = plan(state, payload.patches, payload.overlay_files, payload.replaces, read_blob,
                       overlay_label=f"overlay: {payload.label} files", remove_empty=opts.remove_empty)
         _fill(report, payload, result)
@@ -337,13 +347,38 @@ def _remove_stale_git_locks(repo: Repo, since: float) -> None:
             lock.unlink()
 
 
+def _remove_checkout_leftovers(repo: Repo, orig_head: str, branch: str) -> None:
+    """Files that a checkout of *branch*, cut short, wrote where *orig_head* has none.
+
+    Restoring *orig_head* leaves them as untracked files (git does not remove what it
+    does not track). The tree was clean when the run started, so such a file is ours
+    when it holds the branch's content or the start of it (a write cut short); any
+    other content is left alone."""
+    if gitops.rev_parse(repo, f"refs/heads/{branch}") is None:
+        return
+    root = gitops.work_root(repo)
+    for rel in gitops.added_paths(repo, orig_head, f"refs/heads/{branch}"):
+        path = root / rel
+        if not path.is_file() or path.is_symlink():
+            continue
+        wanted = gitops.read_at(repo, f"refs/heads/{branch}", rel)
+        if wanted is not None and wanted.startswith(path.read_bytes()):
+            path.unlink()
+            for parent in path.parents:
+                if parent == root or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+
+
 def _restore(repo: Repo, journal: dict) -> None:
     if journal.get("started"):
         _remove_stale_git_locks(repo, journal["started"])
     orig_head = journal.get("orig_head")
+    branch = journal.get("branch")
     if orig_head:
         gitops.restore(repo, journal.get("orig_branch"), orig_head)
-    branch = journal.get("branch")
+        if branch and branch != journal.get("orig_branch"):
+            _remove_checkout_leftovers(repo, orig_head, branch)
     if branch and branch != journal.get("orig_branch"):
         gitops.delete_branch(repo, branch)
 

@@ -32,7 +32,9 @@ class GitFailed(CheckFailed):
     """A git command run by this module failed (exit status 1); its stderr is the message."""
 
     def __init__(self, args: list[str], status: int, stderr: str, path: str | Path | None) -> None:
-        name = next((a for a in args if not a.startswith("-")), "")
+        # the subcommand: the first word that is neither an option nor the value of `-c`
+        name = next((a for a, before in zip(args, ["", *args], strict=False)
+                     if not a.startswith("-") and before != "-c"), "")
         super().__init__(f"git {name} failed: {stderr.strip() or f'exit status {status}'}", path=path)
         self.command = ["git", *args]
         self.status = status
@@ -116,11 +118,45 @@ def git_dir(repo) -> Path:
     return Path(repo.git_dir)
 
 
+@dataclass
+class Worktree:
+    """What HEAD is and what is uncommitted, from one `git status`."""
+
+    head: str | None  # None before the first commit
+    branch: str | None  # None on a detached HEAD
+    dirty: list[str]  # modified, staged or untracked (not ignored) paths
+
+
+def worktree(repo) -> Worktree:
+    """HEAD, the current branch and the uncommitted paths in one git process (one index refresh)."""
+    # read-only: no opportunistic index refresh (it can leave index.lock behind on a full disk)
+    out = run(repo, "--no-optional-locks", "status", "--porcelain=v2", "--branch", "--no-ahead-behind",
+              "--untracked-files=all", "-z")
+    head = branch = None
+    dirty: list[str] = []
+    records = iter(out.decode(errors="surrogateescape").split("\0"))
+    for record in records:
+        kind = record[:2]
+        if record.startswith("# branch.oid "):
+            head = None if record.endswith("(initial)") else record.split()[2]
+        elif record.startswith("# branch.head "):
+            branch = record[len("# branch.head "):]
+        elif kind in _STATUS_FIELDS:
+            dirty.append(record.split(" ", _STATUS_FIELDS[kind])[-1])
+            if kind == "2 ":
+                next(records, None)  # a rename's source path follows as its own record
+    if branch == "(detached)":  # or a branch of that name: ask
+        branch = current_branch(repo)
+    return Worktree(head, branch, dirty)
+
+
+# porcelain v2 entry kind -> number of space-separated fields before the path
+_STATUS_FIELDS = {"1 ": 8, "2 ": 9, "u ": 10, "? ": 1, "! ": 1}
+
+
 def dirty_paths(repo) -> list[str]:
     """Modified, staged or untracked (not ignored) paths; empty for a clean tree."""
-    # read-only: no opportunistic index refresh (it can leave index.lock behind on a full disk)
-    out = run(repo, "--no-optional-locks", "status", "--porcelain", "--untracked-files=all", "-z")
-    return [entry[3:] for entry in out.decode(errors="surrogateescape").split("\0") if entry]
+    return worktree(repo).dirty
 
 
 def current_branch(repo) -> str | None:
@@ -150,6 +186,12 @@ def read_blob(repo, sha: str) -> bytes | None:
     """Content of a blob named by a full or abbreviated sha, or None if absent."""
     full = _query(repo, "rev-parse", "--verify", "--quiet", f"{sha}^{{blob}}")
     return run(repo, "cat-file", "blob", full) if full else None
+
+
+def added_paths(repo, old: str, new: str) -> list[str]:
+    """Paths that exist at *new* and not at *old*."""
+    out = run(repo, "diff", "--name-only", "-z", "--no-renames", "--diff-filter=A", old, new, "--")
+    return [p for p in out.decode(errors="surrogateescape").split("\0") if p]
 
 
 def read_at(repo, rev: str, path: str) -> bytes | None:
@@ -230,14 +272,14 @@ def fast_import(repo, ref: str, parent: str, commits: list[CommitSpec],
                 stream += b"M %o inline %s\n" % (mode, quoted)
                 stream += _data(content)
         stream += b"\n"
-    with tempfile.TemporaryDirectory(prefix="overlay-import-") as tmp:
-        marks = Path(tmp) / "marks"
-        run(repo, "fast-import", "--quiet", "--force", f"--export-marks={marks}", input=bytes(stream))
-        shas = {}
-        for line in marks.read_text().splitlines():
-            mark, sha = line.split()
-            shas[int(mark[1:])] = sha
-    return [shas[i] for i in range(1, len(commits) + 1)]
+    stream += b"".join(b"get-mark :%d\n" % number for number in range(1, len(commits) + 1))
+    # a small import stays one pack: unpacking it into loose objects is a second process
+    out = run(repo, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet", "--force", input=bytes(stream))
+    shas = out.decode().split()
+    if len(shas) != len(commits):
+        raise GitFailed(["fast-import"], 0, f"expected {len(commits)} commit ids, got {len(shas)}",
+                        repo.working_tree_dir)
+    return shas
 
 
 def _quote(path: str) -> bytes:
