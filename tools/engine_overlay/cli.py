@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import __version__, gitops, sources, ui
-from .apply import (
-    ApplyOptions,
-    abort,
-    apply_git,
-    base_problem,
-    engine_payload,
-    series_payload,
-    target_for,
-)
-from .config import Project, find_project, load_project
+from . import __version__, ui
 from .errors import EXIT_CHECK_FAILED, OverlayError
-from .lint import lint_project
-from .report import render
-from .status import status_git
+
+if TYPE_CHECKING:
+    from .config import Project
+
+# Each command imports the modules it needs when it runs: a short apply or status is
+# dominated by interpreter start-up and imports, so no command pays for another's.
 
 # Commands that live in their own subpackages, imported only when invoked (start-up time).
 _LAZY_COMMANDS = {
@@ -91,11 +85,15 @@ def cli(ctx: click.Context, project: Path | None, fmt: str) -> None:
 
 
 def _project() -> Project:
+    from .config import find_project, load_project
+
     app = ui.app_context()
     return load_project(app.project.resolve() if app.project else find_project())
 
 
 def _finish(report) -> None:
+    from .report import render
+
     ui.emit(report.command, report, lambda console: render(report, console))
     if report.status in ("failed", "kept", "out-of-date"):
         raise click.exceptions.Exit(EXIT_CHECK_FAILED)
@@ -106,6 +104,8 @@ def _finish(report) -> None:
 @click.option("--version", "version", help="Pinned version (default: the engine's `version`).")
 def fetch(engine: str, version: str | None) -> None:
     """Download, verify and extract ENGINE's pinned sources into a git work tree."""
+    from . import sources
+
     eng = _project().engine(engine)
     result = sources.fetch(eng, version)
 
@@ -121,6 +121,9 @@ def fetch(engine: str, version: str | None) -> None:
 @cli.command()
 def lint() -> None:
     """Check VERSIONS.toml, series, patches and overlay files; report every problem."""
+    from .config import find_project
+    from .lint import lint_project
+
     app = ui.app_context()
     root = app.project.resolve() if app.project else find_project()
     _, problems = lint_project(root)
@@ -163,6 +166,16 @@ def _target_options(func):
 def apply(engine, version, checkout, installed, site, check, keep, force_base, branch, rebuild, remove_empty,
           series_path, do_abort, do_continue) -> None:
     """Apply ENGINE's series and overlay files (to the fetched tree by default)."""
+    from . import gitops
+    from .apply import (
+        ApplyOptions,
+        apply_git,
+        base_problem,
+        engine_payload,
+        series_payload,
+        target_for,
+    )
+
     if installed and checkout:
         raise click.UsageError("--installed and --checkout exclude each other")
     opts = ApplyOptions(check=check, keep=keep, force_base=force_base, branch=branch, rebuild=rebuild,
@@ -188,6 +201,8 @@ def apply(engine, version, checkout, installed, site, check, keep, force_base, b
     repo = gitops.open_repo(path)
     if _resolve_interrupted(repo, do_abort, do_continue):
         return
+    from . import sources
+
     # a fetched tree always grows from its upstream tag, whatever branch is checked out there
     base_rev = f"refs/tags/{sources.upstream_tag(eng.name, pin.version)}" if kind == "tree" else None
     report = apply_git(repo, payload, opts, kind, base_check=lambda r: base_problem(r, eng.name, pin),
@@ -205,6 +220,8 @@ def _resolve_interrupted(repo, do_abort: bool, do_continue: bool) -> bool:
     """
     if not (do_abort or do_continue):
         return False
+    from .apply import abort
+
     message = abort(repo)
     if do_continue:
         return False
@@ -262,6 +279,10 @@ def unapply(engine, installed, site, force) -> None:
 @click.option("--branch", help="Overlay branch (default overlay/<engine>-<version>).")
 def status(engine, version, checkout, installed, site, branch) -> None:
     """Per patch: applied / pending / applied-but-changed; per overlay file: in-sync / differs / missing."""
+    from . import gitops
+    from .apply import engine_payload, target_for
+    from .status import status_git
+
     eng = _project().engine(engine)
     pin = eng.pin(version)
     payload = engine_payload(eng, pin)
@@ -292,6 +313,7 @@ def _run_markers(report, check, tree: Path) -> None:
 @click.option("--from", "from_version", help="The version the series is on (default: the engine's `version`).")
 def preview_upgrade(engine, to_version, from_version) -> None:
     """Read-only: how the series would fare on another pin, per patch and per hunk."""
+    from .report import render
     from .upgrade import preview
 
     project = _project()
@@ -322,6 +344,7 @@ def preview_upgrade(engine, to_version, from_version) -> None:
 @click.option("--abort", "do_abort", is_flag=True, help="Restore everything as before the upgrade.")
 def upgrade(engine, to_version, from_version, checkout, do_continue, do_skip, do_abort) -> None:
     """Move the series to a new pin: apply what applies, stop at conflicts like `git am`."""
+    from .report import render
     from .upgrade import resume_upgrade, start_upgrade
 
     project = _project()
@@ -357,7 +380,8 @@ def upgrade(engine, to_version, from_version, checkout, do_continue, do_skip, do
 @click.option("--branch", help="Overlay branch (default overlay/<engine>-<version>).")
 def export(engine, checkout, version, branch) -> None:
     """Regenerate patches/<engine>/ from the overlay branch's commits (churn-free)."""
-    from .apply import default_branch
+    from . import gitops
+    from .apply import default_branch, target_for
     from .export import export as do_export
 
     eng = _project().engine(engine)

@@ -7,12 +7,9 @@ file and line it comes from.
 
 from __future__ import annotations
 
-import bz2
 import email.header
 import email.utils
-import gzip
 import hashlib
-import lzma
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +171,9 @@ def _decode(value: str) -> str:
         return value
 
 
+_COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
 def parse_patch(path: Path, name: str | None = None, strip: int = DEFAULT_STRIP) -> Patch:
     """Parse one patch file (mbox from git format-patch, DEP-3 or plain unified diff).
 
@@ -185,11 +185,15 @@ def parse_patch(path: Path, name: str | None = None, strip: int = DEFAULT_STRIP)
         raise OverlayError("patch file not found", path=path, hint="add it or remove it from the series") from exc
     except OSError as exc:
         raise OverlayError(f"cannot read patch: {exc.strerror}", path=path) from exc
-    opener = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress}.get(path.suffix)
-    if opener is not None:
+    module = _COMPRESSED.get(path.suffix)
+    if module is not None:
+        import importlib
+        import zlib
+
+        codec = importlib.import_module(module)  # only when a patch is compressed (start-up time)
         try:
-            raw = opener(raw)
-        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raw = codec.decompress(raw)
+        except (OSError, EOFError, zlib.error, getattr(codec, "LZMAError", OSError)) as exc:
             raise OverlayError(f"compressed patch is corrupt: {exc}", path=path) from exc
     return parse_patch_bytes(raw, path, name or path.name, strip)
 
