@@ -10,9 +10,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .hunks import HunkResult
+from .ui import escape as _escape
+from .ui import table
 
-if TYPE_CHECKING:  # rich is imported when something is printed (start-up time)
+if TYPE_CHECKING:  # rich is imported only when a terminal shows it (start-up time)
     from rich.console import Console
+
+    from .ui import PlainConsole
 
 # patch statuses
 APPLIED, OFFSET, THREE_WAY, FAILED, ALREADY, PENDING, CHANGED, SKIPPED = (
@@ -86,32 +90,21 @@ def _hunk_text(result: PatchResult) -> str:
     return "; ".join(parts)
 
 
-def render(report: Report, console: Console) -> None:
-    from rich.table import Table
-
+def render(report: Report, console: Console | PlainConsole) -> None:
     head = f"{report.command} {report.engine} {report.version} -> {report.target}"
     if report.branch:
         head += f" (branch {report.branch})"
     console.print(head, markup=False)
     if report.patches:
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        table.add_column("#", justify="right")
-        table.add_column("patch")
-        table.add_column("status")
-        table.add_column("files", justify="right")
-        table.add_column("details")
-        for number, item in enumerate(report.patches, 1):
-            table.add_row(str(number), item.name, f"[{_STYLE.get(item.status, '')}]{item.status}[/]",
-                          str(len(item.files)), _escape(_hunk_text(item)))
-        console.print(table)
+        rows = [[str(number), _escape(item.name), f"[{_STYLE.get(item.status, '')}]{item.status}[/]",
+                 str(len(item.files)), _escape(_hunk_text(item))]
+                for number, item in enumerate(report.patches, 1)]
+        console.print(table(console, [("#", "right"), ("patch", "left"), ("status", "left"), ("files", "right"),
+                                      ("details", "left")], rows))
     if report.overlay_files:
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-        table.add_column("overlay file")
-        table.add_column("status")
-        table.add_column("mode")
-        for item in report.overlay_files:
-            table.add_row(_escape(item.path), f"[{_STYLE.get(item.status, '')}]{item.status}[/]", item.mode)
-        console.print(table)
+        rows = [[_escape(item.path), f"[{_STYLE.get(item.status, '')}]{item.status}[/]", item.mode]
+                for item in report.overlay_files]
+        console.print(table(console, [("overlay file", "left"), ("status", "left"), ("mode", "left")], rows))
     if report.markers is not None:
         blocks = report.markers.get("blocks", [])
         problems = report.markers.get("problems", [])
@@ -121,7 +114,3 @@ def render(report: Report, console: Console) -> None:
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {_escape(warning)}")
     console.print(f"result: [bold]{report.status}[/]")
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", "\\[")

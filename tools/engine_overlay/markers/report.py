@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
+from ..ui import escape, table
 from .compare import BlockResult
 from .grammar import Problem
 from .waivers import WaiverStatus
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..ui import PlainConsole
 
 STATUS_STYLE = {"intact": "green", "added": "cyan", "modified": "yellow", "moved": "yellow", "lost": "bold red"}
 
@@ -49,13 +52,11 @@ class MarkerReport:
             "waivers": [asdict(w) for w in self.waivers],
         }
 
-    def render(self, console: Console, *, all_blocks: bool = False) -> None:
+    def render(self, console: Console | PlainConsole, *, all_blocks: bool = False) -> None:
         """Compact table: every block that is not plainly intact, then problems, then a summary line."""
         rows = [b for b in self.blocks if all_blocks or b.status != "intact" or b.enclosing_changed]
         if rows:
-            table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-            for col in ("status", "block", "at", "now", "sim", "note"):
-                table.add_column(col, overflow="fold", no_wrap=col in ("status", "sim"))
+            cells = []
             for b in rows:
                 style = "dim" if b.waived else STATUS_STYLE.get(b.status, "")
                 note = []
@@ -66,11 +67,12 @@ class MarkerReport:
                 if b.waived:
                     note.append(f"waived: {b.waiver}")
                 now = f"{b.new_file}:{b.new_start_line}" if b.new_file and b.status != "added" else ""
-                table.add_row(
-                    f"[{style}]{b.status}[/]", f"{b.kind} {b.label}", f"{b.file}:{b.start_line}", now,
-                    "" if b.similarity is None else f"{b.similarity:.2f}", "; ".join(note),
-                )
-            console.print(table)
+                cells.append([
+                    f"[{style}]{b.status}[/]", escape(f"{b.kind} {b.label}"), escape(f"{b.file}:{b.start_line}"),
+                    escape(now), "" if b.similarity is None else f"{b.similarity:.2f}", escape("; ".join(note)),
+                ])
+            columns = [(name, "left") for name in ("status", "block", "at", "now", "sim", "note")]
+            console.print(table(console, columns, cells))
         for p in self.problems:
             where = f"{p.file}:{p.line}" if p.line else p.file
             colour = "red" if p.severity == "error" else "yellow"
