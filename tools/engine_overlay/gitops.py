@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +230,8 @@ def _log_entry(record: bytes) -> tuple[str, str]:
 
 def merge_file(ours: bytes, base: bytes, theirs: bytes, labels=("ours", "base", "theirs")) -> tuple[bytes, int]:
     """3-way merge of one file with `git merge-file`; returns (result, number of conflicts)."""
+    import tempfile  # only a 3-way apply needs it (start-up time)
+
     with tempfile.TemporaryDirectory(prefix="overlay-merge-") as tmp:
         paths = []
         for name, data in zip(("ours", "base", "theirs"), (ours, base, theirs), strict=True):
