@@ -6,8 +6,10 @@ clone of the fetched upstream tree each repeat (the two alternate, so load on th
 machine hits both alike) and produce one commit per patch.
 
 Also reported: the cost of each further patch (the slope between the two series,
-start-up removed) and the start-up floor of any click-based Python CLI (the
-interpreter plus `import click`) against `git am -3` on the small series.
+start-up removed), and two floors measured on the same trees: the start-up of any
+click-based Python CLI (the interpreter plus `import click`), and the git work any
+apply that refuses a dirty tree and works on its own branch must do (a `git status`
+and a branch switch that rewrites the patched files), each against `git am -3`.
 Usage: python benchmarks/bench_apply.py [--repeats N] [--json PATH]
 """
 
@@ -84,9 +86,9 @@ def python_env(work: Path) -> dict:
     return env
 
 
-def bench(tree: Path, series: Path, work: Path, repeats: int, label: str) -> tuple[dict, dict, dict, int]:
+def bench(tree: Path, series: Path, work: Path, repeats: int, label: str) -> tuple[dict, dict, dict, dict, int]:
     """Median wall times of both tools, measured alternately on identical fresh checkouts:
-    (result row, ours, git am, number of patches)."""
+    (result row, ours, git am, the git work any apply needs, number of patches)."""
     names = [line.split()[0] for line in (series / "series").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     target = work / "target"
@@ -97,10 +99,12 @@ def bench(tree: Path, series: Path, work: Path, repeats: int, label: str) -> tup
         run("git", "clone", "-q", "--no-checkout", str(tree), str(target))
         run("git", "checkout", "-q", "-b", "work", "upstream/vllm-0.32.0", cwd=target)
         # settle the checkout as any tree a user works in is: files written in the same
-        # instant as the index are "racily clean" and would make the first git command
-        # of either tool re-hash all ~7,700 files
-        time.sleep(0.05)
-        run("git", "update-index", "-q", "--refresh", cwd=target)
+        # second as the index are "racily clean" and make every git command of either
+        # tool re-hash them until some command writes the index in a later second
+        # (`git status` does; `git update-index --refresh` does not when nothing changed)
+        time.sleep(1.01 - time.time() % 1)
+        run("git", "status", "--porcelain", cwd=target)
+        os.sync()  # the clone's writes are flushed now, not during the timed run
 
     def overlay():
         run(sys.executable, "-m", "engine_overlay", "apply", "--series", str(series), "--checkout", str(target),
@@ -109,18 +113,25 @@ def bench(tree: Path, series: Path, work: Path, repeats: int, label: str) -> tup
     def git_am():
         run("git", "am", "-q", "-3", *[str(series / n) for n in names], cwd=target, env=ENV)
 
+    def required_git_work():
+        """On the tree git am just patched: the dirty check and a switch to a branch that
+        differs in the patched files (back to the upstream commit, the same work as forward)."""
+        run("git", "--no-optional-locks", "status", "--porcelain", "--untracked-files=all", cwd=target)
+        run("git", "checkout", "-q", "-b", "floor", "upstream/vllm-0.32.0", cwd=target)
+
     fresh()
     overlay()  # warm-up: bytecode cache, page cache
-    ours, base = [], []
+    ours, base, floor = [], [], []
     for _ in range(repeats):
-        for fn, times in ((overlay, ours), (git_am, base)):
-            fresh()
+        for fn, times in ((overlay, ours), (git_am, base), (required_git_work, floor)):
+            if fn is not required_git_work:
+                fresh()
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
     ours_m, base_m = summary(ours), summary(base)
     row = result(f"apply {label} ({len(names)} patches)", "wall time", ours_m, "git am -3", base_m)
-    return row, ours_m, base_m, len(names)
+    return row, ours_m, base_m, summary(floor), len(names)
 
 
 def startup_floor(work: Path, repeats: int) -> dict:
@@ -136,6 +147,11 @@ def per_patch(large: dict, small: dict, extra: int) -> dict:
     return slope
 
 
+def _added(a: dict, b: dict) -> dict:
+    """Two independent costs paid one after the other."""
+    return {k: a[k] + b[k] for k in ("median", "min", "max")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
@@ -145,10 +161,10 @@ def main() -> None:
     tree = fetched_tree()
     with tempfile.TemporaryDirectory(prefix="bench-apply-") as tmp:
         work = Path(tmp)
-        small, small_ours, small_base, small_n = bench(tree, project_series(work), work, args.repeats,
-                                                       "vLLM series")
-        large, large_ours, large_base, large_n = bench(tree, synthetic_series(tree, work, args.patches), work,
-                                                       args.repeats, "synthetic series")
+        small, small_ours, small_base, git_floor, small_n = bench(tree, project_series(work), work,
+                                                                  args.repeats, "vLLM series")
+        large, large_ours, large_base, _, large_n = bench(tree, synthetic_series(tree, work, args.patches), work,
+                                                          args.repeats, "synthetic series")
         floor = startup_floor(work, args.repeats)
     extra = large_n - small_n
     results = [
@@ -156,6 +172,8 @@ def main() -> None:
         result("apply: cost per further patch", "wall time / patch", per_patch(large_ours, small_ours, extra),
                "git am -3", per_patch(large_base, small_base, extra)),
         result("start-up floor (python + import click)", "wall time", floor, "git am -3 vLLM series", small_base),
+        result("git floor (status + branch switch)", "wall time", git_floor, "git am -3 vLLM series", small_base),
+        result("both floors together", "wall time", _added(floor, git_floor), "git am -3 vLLM series", small_base),
     ]
     print_table(results)
     write_json(args.json, results)
