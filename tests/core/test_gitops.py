@@ -85,3 +85,32 @@ def test_first_parent_log_follows_the_first_parent_and_stops_early(tmp_path: Pat
     walk.close()  # stopping early stops git; nothing is left running
     with pytest.raises(gitops.GitFailed, match="git log failed"):
         list(gitops.first_parent_log(repo, "no-such-rev"))
+
+
+def test_worktree_reads_head_branch_and_every_kind_of_change(tmp_path: Path) -> None:
+    """One `git status` answers what apply asks first: HEAD, the branch, what is uncommitted."""
+    empty = tmp_path / "empty"
+    git(tmp_path, "init", "-q", "-b", "trunk", str(empty))
+    state = gitops.worktree(gitops.open_repo(empty))
+    assert (state.head, state.branch, state.dirty) == (None, "trunk", [])
+
+    root = make_repo(tmp_path / "repo", {"a.py": "a = 1\n", "b.py": "b = 1\n", "c d.py": "c = 1\n"})
+    repo = gitops.open_repo(root)
+    head = git(root, "rev-parse", "HEAD").strip()
+    state = gitops.worktree(repo)
+    assert (state.head, state.branch, state.dirty) == (head, git(root, "branch", "--show-current").strip(), [])
+
+    (root / "a.py").write_text("a = 2\n")  # modified
+    git(root, "mv", "b.py", "renamed.py")  # staged rename: two paths in one entry
+    (root / "c d.py").unlink()  # deleted, a space in the name
+    (root / "new dir").mkdir()
+    (root / "new dir" / "x.txt").write_text("x\n")  # untracked in an untracked directory
+    (root / "ignored.log").write_text("x\n")
+    (root / ".gitignore").write_text("*.log\n")
+    state = gitops.worktree(repo)
+    assert sorted(state.dirty) == [".gitignore", "a.py", "c d.py", "new dir/x.txt", "renamed.py"]
+
+    git(root, "checkout", "-q", "-f", "--detach", head)
+    git(root, "clean", "-qfdx")
+    state = gitops.worktree(repo)
+    assert (state.head, state.branch, state.dirty) == (head, None, [])
