@@ -375,12 +375,13 @@ def _restore(repo: Repo, journal: dict) -> None:
         _remove_stale_git_locks(repo, journal["started"])
     orig_head = journal.get("orig_head")
     branch = journal.get("branch")
+    ours = branch if branch and branch != journal.get("orig_branch") else None  # the branch this run made
     if orig_head:
         gitops.restore(repo, journal.get("orig_branch"), orig_head)
-        if branch and branch != journal.get("orig_branch"):
-            _remove_checkout_leftovers(repo, orig_head, branch)
-    if branch and branch != journal.get("orig_branch"):
-        gitops.delete_branch(repo, branch)
+        if ours:
+            _remove_checkout_leftovers(repo, orig_head, ours)
+    if ours:
+        gitops.delete_branch(repo, ours)
 
 
 def abort(repo: Repo) -> str:
