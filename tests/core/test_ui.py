@@ -75,3 +75,14 @@ def test_console_choice_follows_the_stream(monkeypatch):
     assert isinstance(ui.console(), ui.PlainConsole)
     monkeypatch.setenv("FORCE_COLOR", "1")
     assert isinstance(ui.console(), Console)
+
+
+def test_a_status_without_a_style_prints_on_both_consoles():
+    report = Report("status", "demo", "1.0", "/t", "checkout", "ok",
+                    patches=[PatchResult("a.patch", "no-style-for-this")])
+    styled = io.StringIO()
+    render(report, Console(file=styled, width=200, color_system=None))
+    plain = io.StringIO()
+    render(report, ui.PlainConsole(plain))
+    assert "no-style-for-this" in styled.getvalue()
+    assert plain.getvalue().split() == styled.getvalue().split()

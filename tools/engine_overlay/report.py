@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .hunks import HunkResult
 from .ui import escape as _escape
-from .ui import table
+from .ui import styled, table
 
 if TYPE_CHECKING:  # rich is imported only when a terminal shows it (start-up time)
     from rich.console import Console
@@ -96,13 +96,13 @@ def render(report: Report, console: Console | PlainConsole) -> None:
         head += f" (branch {report.branch})"
     console.print(head, markup=False)
     if report.patches:
-        rows = [[str(number), _escape(item.name), f"[{_STYLE.get(item.status, '')}]{item.status}[/]",
+        rows = [[str(number), _escape(item.name), styled(item.status, _STYLE.get(item.status, "")),
                  str(len(item.files)), _escape(_hunk_text(item))]
                 for number, item in enumerate(report.patches, 1)]
         console.print(table(console, [("#", "right"), ("patch", "left"), ("status", "left"), ("files", "right"),
                                       ("details", "left")], rows))
     if report.overlay_files:
-        rows = [[_escape(item.path), f"[{_STYLE.get(item.status, '')}]{item.status}[/]", item.mode]
+        rows = [[_escape(item.path), styled(item.status, _STYLE.get(item.status, "")), item.mode]
                 for item in report.overlay_files]
         console.print(table(console, [("overlay file", "left"), ("status", "left"), ("mode", "left")], rows))
     if report.markers is not None:

@@ -90,6 +90,11 @@ def escape(text: str) -> str:
     return text + "\\" if text.endswith("\\") and not text.endswith("\\\\") else text
 
 
+def styled(text: str, style: str) -> str:
+    """*text* as markup in *style* (none when *style* is empty)."""
+    return f"[{style}]{escape(text)}[/]" if style else escape(text)
+
+
 class PlainConsole:
     """The part of rich's Console the commands use, writing unstyled text to *file*."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..ui import escape, table
+from ..ui import escape, styled, table
 from .compare import BlockResult
 from .grammar import Problem
 from .waivers import WaiverStatus
@@ -68,7 +68,7 @@ class MarkerReport:
                     note.append(f"waived: {b.waiver}")
                 now = f"{b.new_file}:{b.new_start_line}" if b.new_file and b.status != "added" else ""
                 cells.append([
-                    f"[{style}]{b.status}[/]", escape(f"{b.kind} {b.label}"), escape(f"{b.file}:{b.start_line}"),
+                    styled(b.status, style), escape(f"{b.kind} {b.label}"), escape(f"{b.file}:{b.start_line}"),
                     escape(now), "" if b.similarity is None else f"{b.similarity:.2f}", escape("; ".join(note)),
                 ])
             columns = [(name, "left") for name in ("status", "block", "at", "now", "sim", "note")]
