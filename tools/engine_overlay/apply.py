@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -163,17 +164,22 @@ def applied_commits(repo: Repo, tip: str) -> tuple[list[tuple[str, str, str]], s
 
 # -- base check --------------------------------------------------------------------------------
 
-def base_problem(repo: Repo, engine: str, pin: Pin) -> str | None:
-    """None when HEAD is built on the pinned upstream, else what is wrong."""
+def version_tags(engine: str, version: str) -> list[str]:
+    """The tags an upstream *version* may carry: ours from `overlay fetch`, then upstream's usual two."""
+    from . import sources
+
+    return [f"refs/tags/{sources.upstream_tag(engine, version)}", f"refs/tags/v{version}", f"refs/tags/{version}"]
+
+
+def base_problem(repo: Repo, head: str | None, engine: str, pin: Pin) -> str | None:
+    """None when *head* (the checkout's HEAD) is built on the pinned upstream, else what is wrong."""
     from packaging.version import Version
 
     from . import sources
 
-    head = gitops.head_sha(repo)
     if head is None:
         return "the checkout has no commits"
-    candidates = [f"refs/tags/{sources.upstream_tag(engine, pin.version)}",
-                  f"refs/tags/v{pin.version}", f"refs/tags/{pin.version}"]
+    candidates = version_tags(engine, pin.version)
     if pin.source.commit:
         candidates.append(pin.source.commit)
     for rev in candidates:
@@ -212,8 +218,10 @@ def target_for(engine: Engine, pin: Pin, checkout: Path | None) -> tuple[Path, s
 
 
 def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str,
-              base_check=None, locked: bool = False, base_rev: str | None = None) -> Report:
+              base_check: Callable[[Repo, str | None], str | None] | None = None, locked: bool = False, base_rev: str | None = None) -> Report:
     """Apply onto a git target; the branch grows from *base_rev* (default: HEAD).
+
+    *base_check(repo, head)* says what is wrong with the checkout's base, if anything.
 
     *locked* when the caller already holds the target's lock.
     """
@@ -226,7 +234,7 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
             raise _unfinished(repo, journal)
         before = require_clean(repo)
         if base_check is not None:
-            problem = base_check(repo)
+            problem = base_check(repo, before.head)
             if problem and not opts.force_base:
                 raise OverlayError(f"base mismatch: {problem}", path=root,
                                    hint="check out the pinned upstream version, or pass --force-base")
@@ -354,7 +362,7 @@ def _remove_checkout_leftovers(repo: Repo, orig_head: str, branch: str) -> None:
     does not track). The tree was clean when the run started, so such a file is ours
     when it holds the branch's content or the start of it (a write cut short); any
     other content is left alone."""
-    if gitops.rev_parse(repo, f"refs/heads/{branch}") is None:
+    if not gitops.branch_exists(repo, branch):
         return
     root = gitops.work_root(repo)
     for rel in gitops.added_paths(repo, orig_head, f"refs/heads/{branch}"):

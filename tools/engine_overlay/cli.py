@@ -205,7 +205,7 @@ def apply(engine, version, checkout, installed, site, check, keep, force_base, b
 
     # a fetched tree always grows from its upstream tag, whatever branch is checked out there
     base_rev = f"refs/tags/{sources.upstream_tag(eng.name, pin.version)}" if kind == "tree" else None
-    report = apply_git(repo, payload, opts, kind, base_check=lambda r: base_problem(r, eng.name, pin),
+    report = apply_git(repo, payload, opts, kind, base_check=lambda r, head: base_problem(r, head, eng.name, pin),
                        base_rev=base_rev)
     check = _marker_check(eng)
     if check is not None and report.status in ("applied", "already-applied"):

@@ -28,6 +28,7 @@ from .apply import (
     engine_payload,
     read_journal,
     require_clean,
+    version_tags,
 )
 from .config import Engine, Project
 from .errors import CheckFailed, OverlayError
@@ -177,8 +178,7 @@ def _lock(repo: git.Repo) -> TargetLock:
 
 
 def _new_base(repo: git.Repo, engine: str, version: str) -> str:
-    for rev in (f"refs/tags/{sources.upstream_tag(engine, version)}", f"refs/tags/v{version}",
-                f"refs/tags/{version}"):
+    for rev in version_tags(engine, version):
         sha = gitops.rev_parse(repo, rev)
         if sha:
             return sha
@@ -198,7 +198,7 @@ def start_upgrade(project: Project, engine: Engine, to_version: str, checkout: P
         if read_journal(repo) is not None or _state_path(repo).exists():
             raise CheckFailed("an unfinished overlay run is recorded on this checkout", path=_state_path(repo),
                               hint="finish it with --continue / --skip, or --abort")
-        require_clean(repo)
+        before = require_clean(repo)
         base = _new_base(repo, engine.name, to_pin.version)
         branch = default_branch(engine.name, to_pin.version)
         if gitops.branch_exists(repo, branch):
@@ -213,7 +213,7 @@ def start_upgrade(project: Project, engine: Engine, to_version: str, checkout: P
         payload = engine_payload(engine, to_pin)
         state = {
             "engine": engine.name, "from": from_pin.version, "to": to_pin.version, "branch": branch,
-            "orig_branch": gitops.current_branch(repo), "orig_head": gitops.head_sha(repo), "base": base,
+            "orig_branch": before.branch, "orig_head": before.head, "base": base,
             "remaining": [[p.name, p.strip, rev] for p, rev in payload.patches],
             "done": [], "dropped": [], "skipped": [], "current": None, "started": int(time.time()),
         }
@@ -296,9 +296,10 @@ def _commit(repo: git.Repo, patch: Patch) -> str:
 
 def _commit_resolution(repo: git.Repo, project: Project, engine: Engine, state: dict, current: list) -> None:
     root = gitops.work_root(repo)
-    leftovers = [p for p in gitops.dirty_paths(repo) if p.endswith(".rej")]
+    dirty = gitops.dirty_paths(repo)
+    leftovers = [p for p in dirty if p.endswith(".rej")]
     conflicted = []
-    for path in gitops.dirty_paths(repo):
+    for path in dirty:
         disk = root / path
         if disk.is_file() and b"\n<<<<<<< " in b"\n" + disk.read_bytes():
             conflicted.append(path)
