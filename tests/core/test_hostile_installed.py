@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import diff_of, git, make_project, make_repo
-
 from test_installed import FILES, make_site, project_with_patches
+
+from helpers import diff_of, git, make_project, make_repo
 
 RECORD = ".engine-overlay/demo/record.json"
 
