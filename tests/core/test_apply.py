@@ -167,7 +167,8 @@ def test_path_traversal_refused(tmp_path, upstream, run_cli):
     project = make_project(tmp_path / "proj", {"0001-evil.patch": evil})
     before = repo_state(upstream)
     code, out, _ = run_cli("apply", "demo", "--checkout", str(upstream), project=project)
-    assert code == 2 and "escapes the tree" in out and "0001-evil.patch" in out
+    # the patch gets its own verdict (failed, naming the path), as in a dry run; nothing is written
+    assert code == 1 and "escapes the tree" in out and "0001-evil.patch" in out
     assert not (tmp_path / "escape.txt").exists()
     assert repo_state(upstream) == before
 
@@ -184,7 +185,7 @@ def test_symlink_escape_refused(tmp_path, run_cli):
             "+++ b/linked/x.py\n@@ -0,0 +1 @@\n+owned\n")
     project = make_project(tmp_path / "proj", {"0001-link.patch": diff})
     code, out, _ = run_cli("apply", "demo", "--checkout", str(repo), project=project)
-    assert code == 2 and "symlink" in out
+    assert code == 1 and "symbolic link" in out
     assert list(outside.iterdir()) == []
     # a symlink inside the overlay directory is refused too
     project2 = make_project(tmp_path / "proj2", {}, overlay={"pkg/ok.py": "x\n"})

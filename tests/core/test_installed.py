@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import diff_of, make_project, make_repo, snapshot_tree, write_tree
+from helpers import diff_of, git, make_project, make_repo, snapshot_tree, write_tree
 
 FILES = {"pkg/__init__.py": "", "pkg/b.py": "alpha\nbeta\ngamma\ndelta\n", "pkg/c.py": "c = 1\n"}
 
@@ -19,10 +19,12 @@ def make_site(root: Path, version: str = "1.0.0+cpu") -> Path:
 def project_with_patches(tmp_path: Path) -> Path:
     scratch = make_repo(tmp_path / "scratch", FILES)
     d1 = diff_of(scratch, "pkg/b.py", "alpha\nBETA\ngamma\ndelta\n", "b")
-    d2 = diff_of(scratch, "pkg/c.py", "", "c")  # delete c.py
-    return make_project(tmp_path / "proj", {"0001-b.patch": d1, "0002-c.patch": d2.replace(
-        "index", "deleted file mode 100644\nindex", 1) if "deleted file mode" not in d2 else d2},
-        overlay={"pkg/npu/new.py": "n = 1\n"})
+    (scratch / "pkg/c.py").unlink()  # a real deletion, as git writes it
+    git(scratch, "add", "-A")
+    d2 = git(scratch, "diff", "--cached", "--full-index")
+    git(scratch, "reset", "-q", "--hard")
+    return make_project(tmp_path / "proj", {"0001-b.patch": d1, "0002-c.patch": d2},
+                        overlay={"pkg/npu/new.py": "n = 1\n"})
 
 
 def test_installed_round_trip_restores_bytes(tmp_path, run_cli):

@@ -10,6 +10,7 @@ A run killed at any point leaves the original state or a journal that
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from .overlay_files import OverlayFile, collect, manifest_sha256
 from .plan import TRAILER_FILES, TRAILER_PATCH, TRAILER_SHA, Plan, load_patches, plan
 from .report import ALREADY, OK_PATCH, SKIPPED, PatchResult, Report
 from .series import Patch, parse_series
-from .tree import GitTreeState, TreeState
+from .tree import GitTreeState
 
 if TYPE_CHECKING:
     from .config import Engine, Pin
@@ -108,13 +109,22 @@ def journal_path(repo: Repo) -> Path:
 
 
 def read_journal(repo: Repo) -> dict | None:
-    return read_json(journal_path(repo), "the overlay journal",
+    """The journal is read back from the checkout's .git: its types are checked, so a
+    damaged or planted file is one clear error and never a crash in --abort (label,
+    version and started are informative: an older journal may lack them)."""
+    schema = {"phase": str, "branch": str, "orig_branch": (str, None), "orig_head": str,
+              "label": (str, None), "version": (str, None), "started": (int, float, None)}
+    return read_json(journal_path(repo), "the overlay journal", schema=schema,
                      hint="run `overlay apply ... --abort` after checking `git status`, or delete the file")
 
 
 def require_clean(repo: Repo) -> gitops.Worktree:
     """Refuse a checkout with modified, staged or untracked files: they are the user's.
     Returns HEAD and the branch as the same `git status` saw them."""
+    busy = gitops.operation_in_progress(repo)
+    if busy:
+        raise OverlayError(f"the repository is in the middle of {busy}", path=gitops.work_root(repo),
+                           hint=f"finish or abort the {busy} first (see `git status`)")
     state = gitops.worktree(repo)
     dirty = state.dirty
     if dirty:
@@ -245,41 +255,49 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
         if head is None:
             raise OverlayError(f"base {base_rev or 'HEAD'} not found", path=root,
                                hint="fetch the pinned sources again (`overlay fetch`)")
+        rebuild_from = None
         if gitops.branch_exists(repo, branch):
             try:
                 return _existing_branch(repo, payload, branch, report)
             except CheckFailed:
                 if not opts.rebuild or opts.check:
                     raise
-            head = applied_commits(repo, f"refs/heads/{branch}")[2]
-            if orig_branch == branch:
-                gitops.checkout(repo, head)  # detach at the branch's upstream base
-                orig_branch, orig_head = None, head
-            gitops.delete_branch(repo, branch)
-            report.warnings.append(f"--rebuild: recreated {branch} on {head[:12]}")
-        read_blob = lambda sha: gitops.read_blob(repo, sha)  # noqa: E731
-        # the work tree is clean, so when the branch grows from HEAD the files on disk are the
-        # base (and the fastest to read); otherwise read the base commit's tree
-        state = TreeState(root) if head == orig_head else GitTreeState(repo, head)
-        result = plan(state, payload.patches, payload.overlay_files, payload.replaces, read_blob,
-                      overlay_label=f"overlay: {payload.label} files", remove_empty=opts.remove_empty)
+            rebuild_from = gitops.rev_parse(repo, f"refs/heads/{branch}")
+            head = _rebuild_base(repo, branch)
+            report.warnings.append(f"--rebuild: recreated {branch} on {head[:12]} (the old tip "
+                                   f"{rebuild_from[:12]} is kept as refs/overlay/previous/{branch})")
+        state = GitTreeState(repo, head)  # the stored blobs, as `git apply --index` reads them
+        try:
+            result = plan(state, payload.patches, payload.overlay_files, payload.replaces,
+                          overlay_label=f"overlay: {payload.label} files", remove_empty=opts.remove_empty)
+            if result.ok and not opts.check:
+                _refuse_untracked_in_the_way(repo, result, state if head == orig_head else None)
+        finally:
+            state.close()
         _fill(report, payload, result)
         if not result.ok:
             report.status = "failed"
-            if opts.keep and not opts.check:
+            if opts.keep and not opts.check and rebuild_from is None:
                 _keep_prefix(repo, result, branch, head)
                 report.status = "kept"
                 report.warnings.append(f"--keep: branch {branch} holds the patches before the first failure")
             return report
         if opts.check:
+            report.branch = None  # a dry run creates no branch
             return report
         entry = {"phase": "import", "branch": branch, "orig_branch": orig_branch, "orig_head": orig_head,
-                 "label": payload.label, "version": payload.version, "started": time.time() - 1}
+                 "label": payload.label, "version": payload.version, "started": time.time() - 1,
+                 "rebuild_from": rebuild_from}
         write_json_atomic(journal_path(repo), entry)
         try:
+            if rebuild_from is not None:
+                gitops.run(repo, "update-ref", f"refs/overlay/previous/{branch}", rebuild_from)
+                if orig_branch == branch:
+                    gitops.run(repo, "checkout", "-q", "--detach")  # same commit: no file changes
             shas = gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(result))
             write_json_atomic(journal_path(repo), {**entry, "phase": "checkout"})
             gitops.checkout(repo, branch)
+            _verify_checkout(repo, branch)
         except (gitops.GitFailed, OSError) as exc:
             cause = _describe(exc)
             try:
@@ -299,6 +317,57 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
             item.commit = sha
         report.status = "applied"
         return report
+
+
+def _rebuild_base(repo: Repo, branch: str) -> str:
+    """The upstream commit an overlay branch grows from; refuses a branch with commits of the
+    user's on top (a rebuild would drop them)."""
+    tip = f"refs/heads/{branch}"
+    first = next(iter(gitops.first_parent_log(repo, tip)), None)
+    if first is not None and not (set(_trailers(first[1])) & {TRAILER_PATCH, TRAILER_FILES}):
+        raise CheckFailed(f"branch {branch} has commits that are not overlay commits on top (e.g. {first[0][:12]})",
+                          path=gitops.work_root(repo),
+                          hint="turn them into patches first (`overlay export`), or apply to --branch NEW")
+    return applied_commits(repo, tip)[2]
+
+
+def _refuse_untracked_in_the_way(repo: Repo, result: Plan, head_state: GitTreeState | None) -> None:
+    """An ignored (or otherwise untracked) file where the branch puts a file: `git checkout`
+    would overwrite it silently, and switching back would delete it. `git apply` refuses."""
+    root = gitops.work_root(repo)
+    written = {path for commit in result.commits for path, (content, _m) in commit.changes.items()
+               if content is not None}
+    suspects = set()
+    for path in written:
+        parts = path.split("/")
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            disk = root / prefix
+            if not os.path.lexists(disk):
+                break
+            if depth == len(parts) or disk.is_symlink() or not disk.is_dir():
+                suspects.add(prefix)
+                break
+    if head_state is not None:  # the checkout is at the base commit: its tree says what is tracked
+        suspects = {p for p in suspects if head_state.base_kind(p) is None}
+    if not suspects:
+        return
+    tracked = set(gitops.tracked_paths(repo, sorted(suspects)))
+    in_the_way = sorted(suspects - tracked)
+    if in_the_way:
+        raise OverlayError(f"{in_the_way[0]}: already exists in the working directory (an ignored or untracked "
+                           f"file{'' if len(in_the_way) == 1 else f', and {len(in_the_way) - 1} more'})",
+                           path=root, hint="move it away; checking out the overlay branch would overwrite it")
+
+
+def _verify_checkout(repo: Repo, branch: str) -> None:
+    """A checkout can exit 0 without having written every file (a read-only directory)."""
+    state = gitops.worktree(repo)
+    if state.branch != branch:
+        raise gitops.GitFailed(["checkout"], 0, f"HEAD is not on {branch} after the checkout", repo.working_tree_dir)
+    if state.missing_or_untracked:
+        raise gitops.GitFailed(["checkout"], 0, f"the checkout left {state.missing_or_untracked[0]} unwritten",
+                               repo.working_tree_dir)
 
 
 def _specs(result: Plan) -> list[gitops.CommitSpec]:
@@ -384,11 +453,14 @@ def _restore(repo: Repo, journal: dict) -> None:
     orig_head = journal.get("orig_head")
     branch = journal.get("branch")
     ours = branch if branch and branch != journal.get("orig_branch") else None  # the branch this run made
+    previous = journal.get("rebuild_from")  # --rebuild: the branch's tip before this run
     if orig_head:
         gitops.restore(repo, journal.get("orig_branch"), orig_head)
         if ours:
             _remove_checkout_leftovers(repo, orig_head, ours)
-    if ours:
+    if previous and branch:
+        gitops.run(repo, "update-ref", f"refs/heads/{branch}", previous)
+    elif ours:
         gitops.delete_branch(repo, ours)
 
 

@@ -55,9 +55,7 @@ class Repo:
     @property
     def gitpython(self) -> git.Repo:
         if self._gitpython is None:
-            import git
-
-            self._gitpython = git.Repo(self.working_tree_dir)
+            self._gitpython = gitpython_repo(Path(self.working_tree_dir))
         return self._gitpython
 
     def __getattr__(self, name: str) -> Any:
@@ -76,8 +74,49 @@ class CommitSpec:
     changes: dict[str, tuple[bytes | None, int]] = field(default_factory=dict)  # path -> (content|None, mode)
 
 
+# Settings forced on every git process the tool starts (plumbing, gitpython, clones): the
+# repositories it works on are untrusted, so none of their hooks, fsmonitor commands or
+# the user's global hooks may run, and git never prompts.
+SAFE_CONFIG = (
+    ("core.hooksPath", os.devnull),
+    ("core.fsmonitor", "false"),
+    ("core.sshCommand", "false"),
+    ("protocol.ext.allow", "never"),
+    ("uploadpack.packObjectsHook", ""),
+)
+
+
+def git_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a git process: the caller's, plus :data:`SAFE_CONFIG` appended to
+    any `GIT_CONFIG_COUNT` settings already there (environment config beats every file)."""
+    env = dict(os.environ)
+    try:
+        count = int(env.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        count = 0
+    for key, value in SAFE_CONFIG:
+        env[f"GIT_CONFIG_KEY_{count}"] = key
+        env[f"GIT_CONFIG_VALUE_{count}"] = value
+        count += 1
+    env["GIT_CONFIG_COUNT"] = str(count)
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    env.pop("GIT_INDEX_FILE", None)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def git_process(args: list[str], cwd: str | Path | None, input: bytes | None = None,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `git *args*` with the safe environment; never raises for a non-zero exit."""
+    return subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, check=False,
+                          env=git_env(env))
+
+
 def _proc(repo, args: list[str], input: bytes | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=repo.working_tree_dir, input=input, capture_output=True, check=False)
+    return git_process(args, repo.working_tree_dir, input)
 
 
 def run(repo, *args: str, input: bytes | None = None) -> bytes:
@@ -98,8 +137,7 @@ def open_repo(path: Path) -> Repo:
     path = Path(path)
     if not path.exists():
         raise OverlayError("checkout not found", path=path, hint="give the path of a git checkout")
-    proc = subprocess.run(["git", "rev-parse", "--is-bare-repository", "--absolute-git-dir", "--show-toplevel"],
-                          cwd=path, capture_output=True, check=False)
+    proc = git_process(["rev-parse", "--is-bare-repository", "--absolute-git-dir", "--show-toplevel"], path)
     lines = proc.stdout.decode(errors="surrogateescape").splitlines()
     if lines[:1] == ["true"]:
         raise OverlayError("bare repository: a work tree is needed", path=path)
@@ -124,6 +162,7 @@ class Worktree:
     head: str | None  # None before the first commit
     branch: str | None  # None on a detached HEAD
     dirty: list[str]  # modified, staged or untracked (not ignored) paths
+    missing_or_untracked: list[str] = field(default_factory=list)  # deleted, untracked, unmerged, type changed
 
 
 def worktree(repo) -> Worktree:
@@ -133,6 +172,7 @@ def worktree(repo) -> Worktree:
               "--untracked-files=all", "-z")
     head = branch = None
     dirty: list[str] = []
+    serious: list[str] = []
     records = iter(out.decode(errors="surrogateescape").split("\0"))
     for record in records:
         kind = record[:2]
@@ -141,12 +181,39 @@ def worktree(repo) -> Worktree:
         elif record.startswith("# branch.head "):
             branch = record[len("# branch.head "):]
         elif kind in _STATUS_FIELDS:
-            dirty.append(record.split(" ", _STATUS_FIELDS[kind])[-1])
+            path = record.split(" ", _STATUS_FIELDS[kind])[-1]
+            dirty.append(path)
+            xy = record[2:4]
+            if kind in ("? ", "u ") or "D" in xy or "T" in xy:
+                serious.append(path)
             if kind == "2 ":
                 next(records, None)  # a rename's source path follows as its own record
     if branch == "(detached)":  # or a branch of that name: ask
         branch = current_branch(repo)
-    return Worktree(head, branch, dirty)
+    return Worktree(head, branch, dirty, serious)
+
+
+_OPERATIONS = (("rebase-merge", "a rebase"), ("rebase-apply", "a rebase or `git am`"), ("MERGE_HEAD", "a merge"),
+               ("CHERRY_PICK_HEAD", "a cherry-pick"), ("REVERT_HEAD", "a revert"), ("BISECT_LOG", "a bisect"),
+               ("sequencer", "a cherry-pick or revert sequence"))
+
+
+def operation_in_progress(repo) -> str | None:
+    """What unfinished git operation the repository is in (rebase, am, merge, ...), if any."""
+    base = git_dir(repo)
+    for name, what in _OPERATIONS:
+        if os.path.lexists(base / name):
+            return what
+    return None
+
+
+def tracked_paths(repo, paths: list[str]) -> list[str]:
+    """Which of *paths* the index tracks (as files, or as directories holding tracked files)."""
+    if not paths:
+        return []
+    out = run(repo, "--literal-pathspecs", "ls-files", "-z", "--", *paths)
+    found = [p for p in out.decode(errors="surrogateescape").split("\0") if p]
+    return [p for p in paths if any(f == p or f.startswith(p + "/") for f in found)]
 
 
 # porcelain v2 entry kind -> number of space-separated fields before the path
@@ -204,7 +271,8 @@ def first_parent_log(repo, tip: str) -> Iterator[tuple[str, str]]:
     a caller that stops early (e.g. at the first non-overlay commit of a long
     history) stops git too."""
     proc = subprocess.Popen(["git", "log", "--first-parent", "-z", "--format=%H%n%B", tip],
-                            cwd=repo.working_tree_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=repo.working_tree_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=git_env())
     try:
         pending = b""
         while chunk := proc.stdout.read1(1 << 16):
@@ -238,10 +306,7 @@ def merge_file(ours: bytes, base: bytes, theirs: bytes, labels=("ours", "base", 
             path = Path(tmp) / name
             path.write_bytes(data)
             paths.append(str(path))
-        proc = subprocess.run(
-            ["git", "merge-file", "-p", "-L", labels[0], "-L", labels[1], "-L", labels[2], *paths],
-            capture_output=True, check=False,
-        )
+        proc = git_process(["merge-file", "-p", "-L", labels[0], "-L", labels[1], "-L", labels[2], *paths], tmp)
     if proc.returncode < 0 or proc.returncode > 127:
         raise OverlayError(f"git merge-file failed: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout, proc.returncode
@@ -312,10 +377,28 @@ def create_branch(repo, name: str, sha: str) -> None:
     run(repo, "branch", "-f", name, sha)
 
 
-def init_repo(path: Path, branch: str = "upstream") -> git.Repo:
+def gitpython_repo(path: Path, search_parent_directories: bool = False) -> git.Repo:
+    """A gitpython repository whose git processes run with :func:`git_env`."""
     import git
 
-    repo = git.Repo.init(path, initial_branch=branch)
+    repo = git.Repo(path, search_parent_directories=search_parent_directories)
+    repo.git.update_environment(**{k: v for k, v in git_env().items() if os.environ.get(k) != v})
+    return repo
+
+
+def clone(source: str | Path, dest: Path, **options) -> git.Repo:
+    """`git clone` (through gitpython) with :func:`git_env`; returns the safe repository."""
+    import git
+
+    git.Repo.clone_from(str(source), dest, env=git_env(), **options)
+    return gitpython_repo(dest)
+
+
+def init_repo(path: Path, branch: str = "upstream") -> git.Repo:
+    proc = git_process(["init", "-q", f"--initial-branch={branch}", str(path)], None)
+    if proc.returncode != 0:
+        raise GitFailed(["init"], proc.returncode, proc.stderr.decode(errors="replace"), path)
+    repo = gitpython_repo(path)
     with repo.config_writer() as cfg:
         cfg.set_value("core", "autocrlf", "false")
         cfg.set_value("user", "name", "engine-overlay")
@@ -342,5 +425,79 @@ def commit_all(repo: git.Repo, message: str, exclude: tuple[str, ...] = ()) -> s
         "GIT_COMMITTER_NAME": "engine-overlay", "GIT_COMMITTER_EMAIL": "engine-overlay@localhost",
         "GIT_AUTHOR_DATE": UPSTREAM_DATE, "GIT_COMMITTER_DATE": UPSTREAM_DATE,
     }
-    repo.git.commit("-q", "--no-verify", "-m", message, env={**os.environ, **env})
+    repo.git.commit("-q", "--no-verify", "-m", message, env=env)
     return repo.head.commit.hexsha
+
+
+class ObjectReader:
+    """One `git cat-file --batch` process for many object reads (a process per read costs ms).
+
+    Used for planning: preimages are the stored blobs, as `git apply --index` reads them
+    (no end-of-line or filter conversion), and tree objects give modes without a checkout.
+    """
+
+    def __init__(self, repo) -> None:
+        self._repo = repo
+        self._proc: subprocess.Popen | None = None
+        fmt = _query(repo, "rev-parse", "--show-object-format") or "sha1"
+        self.hash_name = "sha256" if fmt == "sha256" else "sha1"
+        self.hash_size = 32 if fmt == "sha256" else 20
+
+    def _start(self) -> subprocess.Popen:
+        if self._proc is None:
+            self._proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=self._repo.working_tree_dir,
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL, env=git_env())
+        return self._proc
+
+    def read(self, spec: str) -> tuple[str, str, bytes] | None:
+        """(full sha, type, content) of the object *spec* names, or None when it is absent."""
+        if not spec or any(c in spec for c in "\n\r\0 ") or len(spec) > 4096:
+            return None
+        proc = self._start()
+        try:
+            proc.stdin.write(spec.encode("utf-8", errors="surrogateescape") + b"\n")
+            proc.stdin.flush()
+            header = proc.stdout.readline()
+        except (BrokenPipeError, OSError) as exc:
+            raise GitFailed(["cat-file"], -1, str(exc), self._repo.working_tree_dir) from exc
+        if not header:
+            raise GitFailed(["cat-file"], -1, "git cat-file ended early", self._repo.working_tree_dir)
+        fields = header.split()
+        if len(fields) != 3:
+            return None  # "<spec> missing" / "ambiguous"
+        size = int(fields[2])
+        data = proc.stdout.read(size + 1)[:size]
+        return fields[0].decode(), fields[1].decode(), data
+
+    def blob(self, sha: str) -> bytes | None:
+        found = self.read(sha)
+        return found[2] if found and found[1] == "blob" else None
+
+    def has_blob(self, sha: str) -> bool:
+        found = self.read(sha)
+        return bool(found) and found[1] == "blob"
+
+    def tree_entries(self, sha: str) -> dict[bytes, tuple[int, str]]:
+        """name -> (mode, sha) of a tree object."""
+        found = self.read(sha)
+        if not found or found[1] != "tree":
+            return {}
+        data, entries, i, size = found[2], {}, 0, self.hash_size
+        while i < len(data):
+            space = data.index(b" ", i)
+            nul = data.index(b"\0", space)
+            mode = int(data[i:space], 8)
+            entries[data[space + 1:nul]] = (mode, data[nul + 1:nul + 1 + size].hex())
+            i = nul + 1 + size
+        return entries
+
+    def close(self) -> None:
+        if self._proc is not None:
+            for stream in (self._proc.stdin, self._proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            self._proc.wait()
+            self._proc = None

@@ -24,7 +24,9 @@ class HunkResult:
 
 
 def split_lines(content: bytes) -> list[bytes]:
-    return content.splitlines(keepends=True)
+    from .series import split_lines as lf_lines  # lines end at LF only
+
+    return lf_lines(content)
 
 
 def _matches(lines: list[bytes], pattern: list[bytes], at: int) -> bool:
@@ -52,6 +54,7 @@ def locate(
     if hunk.trailing < context:
         at = len(lines) - len(pattern)
         return at if at >= floor and _matches(lines, pattern, at) else None
+    guess = min(max(guess, floor), len(lines))  # a huge stated line costs nothing: search from the end
     limit = max(guess - floor, len(lines) - guess) + 1
     for distance in range(limit):
         for at in ((guess,) if distance == 0 else (guess + distance, guess - distance)):
@@ -91,8 +94,9 @@ def apply_hunks(content: bytes, hunks: list[Hunk], reverse: bool = False) -> tup
 
 
 def already_applied(content: bytes, hunks: list[Hunk]) -> bool:
-    """True when every hunk's result is already present (the reverse patch applies)."""
-    if not hunks or all(h.old == h.new for h in hunks):
+    """True when every hunk's result is already present (the reverse patch applies). A hunk that
+    only removes lines is no evidence: its reverse matches wherever its context is."""
+    if not hunks or any(len(h.new) == h.leading + h.trailing for h in hunks):
         return False
     result, _ = apply_hunks(content, hunks, reverse=True)
     return result is not None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import hunks as H
 from .errors import OverlayError
+from .gitapply import GitPatchPlan, layout_problem
 from .gitops import merge_file
 from .overlay_files import OverlayFile, manifest_sha256
 from .report import (
@@ -29,7 +30,7 @@ from .report import (
     PatchResult,
 )
 from .series import FilePatch, Patch, parse_author
-from .tree import MODE_FILE, TreeState
+from .tree import MODE_FILE, TreeState, is_link
 
 TRAILER_PATCH = "Overlay-Patch"
 TRAILER_SHA = "Overlay-Patch-Sha256"
@@ -118,8 +119,14 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
     for path in {src, dst}:
         state.check(path, origin, fp.line)
     current = state.read(src, origin, fp.line)
+    if current is not None and is_link(current[1]):
+        return FileResult(src, "modify", FAILED, message=f"{src} is a symlink: a plain diff cannot change it")
     action = "create" if creating else "delete" if deleting else "rename" if fp.rename else "copy" if fp.copy else "modify"
     shown = dst if action != "delete" else src
+    if fp.rename and src != dst and state.exists(dst, origin, fp.line):
+        return FileResult(dst, "rename", FAILED, message=f"{dst}: already exists (a rename never overwrites)")
+    if fp.copy and state.exists(dst, origin, fp.line):
+        return FileResult(dst, "copy", FAILED, message=f"{dst}: already exists (a copy never overwrites)")
     if creating:
         if current is not None:
             wanted, _ = H.apply_hunks(b"", fp.hunks, reverse=reverse)
@@ -140,7 +147,7 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
     if fp.hunks:
         patched, results = H.apply_hunks(content, fp.hunks, reverse=reverse)
         if patched is None:
-            if not creating and H.already_applied(content, fp.hunks):
+            if not creating and not reverse and H.already_applied(content, fp.hunks):
                 return FileResult(shown, action, ALREADY, results, "change already present")
             merged, colliding = (None, None) if reverse else _three_way(content, fp, read_blob)
             if colliding is not None:  # a 3-way merge ran: say which hunks merge and which conflict
@@ -172,6 +179,28 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
     return FileResult(shown, action, status, results)
 
 
+def _plan_patch(state: TreeState, patch: Patch, reverse: bool) -> tuple[list[FileResult], dict]:
+    """Per-file results and the changes of one patch: git's rules for `diff --git` patches,
+    GNU patch's for traditional diffs (the form decides, as it does for `git apply` vs quilt)."""
+    origin = str(patch.path)
+    if patch.files and all(fp.git for fp in patch.files):
+        return GitPatchPlan(state, patch.files, reverse, origin).run()
+    changes: dict[str, tuple[bytes | None, int]] = {}
+    files: list[FileResult] = []
+    scratch = state.fork()
+    read_blob = state.blob
+    for fp in patch.files:
+        try:
+            files.append(_apply_file(scratch, patch, fp, patch.strip, reverse, read_blob, changes))
+        except OverlayError as exc:
+            files.append(FileResult(fp.new_path or fp.old_path or "?", "modify", FAILED, message=exc.message))
+        scratch.changes.update(changes)  # later files of this patch see earlier ones
+    problem = layout_problem(state, changes)
+    if problem is not None:
+        files.append(FileResult(problem[0], "modify", FAILED, message=problem[1]))
+    return files, changes
+
+
 def patch_when(patch: Patch) -> tuple[int, str]:
     """The patch's date as (epoch seconds, +hhmm); 0 when it has none."""
     value = (patch.date or "").strip()
@@ -200,8 +229,7 @@ def commit_message(patch: Patch) -> str:
 
 
 def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: list[OverlayFile],
-         replaces: tuple[str, ...] = (), read_blob: BlobReader | None = None,
-         overlay_label: str = "overlay files", remove_empty: bool = False) -> Plan:
+         replaces: tuple[str, ...] = (), overlay_label: str = "overlay files", remove_empty: bool = False) -> Plan:
     """Plan every patch (reverse flag per patch) then the overlay files, in memory.
 
     *remove_empty* deletes files a patch leaves empty, like `patch -E` (what
@@ -211,16 +239,14 @@ def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: lis
     commits: list[PlannedCommit] = []
     for patch, reverse in patches:
         errors = [p for p in patch.problems if p.severity == "error"]
-        if errors:
+        if errors:  # an unparsable patch gets its own verdict; the others are still planned
             first = errors[0]
-            raise OverlayError(first.message, path=first.file, line=first.line or None,
-                               hint="fix the patch file (run `overlay lint` for every problem)")
-        changes: dict[str, tuple[bytes | None, int]] = {}
-        files: list[FileResult] = []
-        scratch = state.fork()
-        for fp in patch.files:
-            files.append(_apply_file(scratch, patch, fp, patch.strip, reverse, read_blob, changes))
-            scratch.changes.update(changes)  # later files of this patch see earlier ones
+            where = f"{first.file}:{first.line}" if first.line else first.file
+            more = f" (and {len(errors) - 1} more; run `overlay lint`)" if len(errors) > 1 else ""
+            results.append(PatchResult(patch.label, FAILED, patch.sha256,
+                                       message=f"{where}: {first.message}{more}"))
+            continue
+        files, changes = _plan_patch(state, patch, reverse)
         statuses = {f.status for f in files}
         if FAILED in statuses:
             status = FAILED
@@ -234,7 +260,7 @@ def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: lis
             status = OFFSET
         else:
             status = APPLIED
-        results.append(PatchResult(patch.name, status, patch.sha256, files))
+        results.append(PatchResult(patch.label, status, patch.sha256, files))
         if remove_empty:
             changes = {p: ((None, m) if c == b"" else (c, m)) for p, (c, m) in changes.items()}
         if status in (APPLIED, OFFSET, THREE_WAY):
@@ -260,6 +286,10 @@ def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: lis
             overlay_results.append(OverlayFileResult(item.path, status, f"{item.mode:o}"))
             if status != "in-sync":
                 changes[item.path] = (content, item.mode)
+        problem = layout_problem(state, changes)
+        if problem is not None:
+            raise OverlayError(f"overlay file {problem[1]}", path=overlay_files[0].source.parent,
+                               hint="an overlay file may not go through a symlink or replace a directory")
         state.changes.update(changes)
         message = f"{overlay_label}\n\nCopied from the overlay directory of this project.\n\n{TRAILER_FILES}: {overlay_sha}\n"
         commits.append(PlannedCommit(message, ("engine-overlay", "engine-overlay@localhost"), (0, "+0000"), changes))
@@ -276,5 +306,10 @@ def load_patches(series_dir: Path, entries) -> list[tuple[Patch, bool]]:
             raise OverlayError(f"patch '{entry.name}' listed in the series does not exist",
                                path=series_dir / "series", line=entry.line,
                                hint="add the file or remove the line from the series")
-        out.append((parse_patch(path, entry.name, entry.strip), entry.reverse))
+        if path.is_symlink() or not path.resolve().is_relative_to(series_dir.resolve()):
+            raise OverlayError(f"patch '{entry.name}' is a symlink or lies outside the series directory",
+                               path=series_dir / "series", line=entry.line,
+                               hint="patch files must be regular files in the series directory")
+        patch = parse_patch(path, entry.name, entry.strip)
+        out.extend((message, entry.reverse) for message in patch.messages)
     return out

@@ -58,8 +58,12 @@ class FilePatch:
     index_new: str | None = None
     binary: bool = False
     hunks: list[Hunk] = field(default_factory=list)
+    binary_hunks: list = field(default_factory=list)  # gitdiff.BinaryHunk: forward[, reverse]
+    stripped: bool = False  # a `diff --git` entry: names were resolved with the patch's -p when parsed
 
     def target(self, strip: int) -> tuple[str | None, str | None]:
+        if self.stripped:
+            return self.old_path, self.new_path
         return strip_path(self.old_path, strip), strip_path(self.new_path, strip)
 
 
@@ -78,6 +82,19 @@ class Patch:
     files: list[FilePatch]
     mbox: bool
     problems: list[Problem] = field(default_factory=list)
+    part: int = 1  # 1-based message number in a mailbox holding several patches
+    more: list[Patch] = field(default_factory=list)  # the mailbox's later messages, in order
+
+    @property
+    def messages(self) -> list[Patch]:
+        """Every message of the file (one commit each, as `git am` makes them)."""
+        return [self, *self.more]
+
+    @property
+    def label(self) -> str:
+        """The name shown in reports: the file, and the message number when it holds several."""
+        total = 1 + len(self.more) if self.part == 1 else 0
+        return f"{self.name} [{self.part}]" if (self.part > 1 or total > 1) else self.name
 
     @property
     def sha256(self) -> str:
@@ -125,7 +142,7 @@ def strip_path(path: str | None, strip: int) -> str | None:
     for _ in range(strip):
         head, sep, tail = rest.partition("/")
         if not sep:
-            return rest or None  # fewer components than -p: keep the last one
+            return None  # fewer components than -p: which file is meant is unknown
         rest = tail.lstrip("/")
     return rest or None
 
@@ -198,17 +215,78 @@ def parse_patch(path: Path, name: str | None = None, strip: int = DEFAULT_STRIP)
     return parse_patch_bytes(raw, path, name or path.name, strip)
 
 
+def split_lines(data: bytes) -> list[bytes]:
+    """Lines ending at LF only (a lone CR is part of its line, as git and GNU patch see it)."""
+    lines = data.split(b"\n")
+    last = lines.pop()
+    out = [line + b"\n" for line in lines]
+    if last:
+        out.append(last)
+    return out
+
+
+def is_from_line(line: bytes) -> bool:
+    """git mailsplit's test for an mbox separator: `From ` ... a time and a year after 1990."""
+    text = line.rstrip(b"\n")
+    if len(line) < 20 or not line.startswith(b"From "):
+        return False
+    colon = text.rfind(b":", 5)
+    if colon < 9 or colon + 3 > len(text):
+        return False
+    digits = text[colon - 4:colon - 3] + text[colon - 2:colon] + text[colon + 1:colon + 3]
+    if not digits.isdigit():
+        return False
+    year = re.match(rb"\s*([+-]?\d+)", text[colon + 3:])
+    return bool(year) and len(year.group(1)) < 10 and int(year.group(1)) > 90
+
+
+def split_mailbox(lines: list[bytes]) -> list[list[bytes]]:
+    """One list of lines per message, split as `git mailsplit` splits (only when the file starts
+    with an mbox `From ` line; anything else is one patch)."""
+    if not lines or not is_from_line(lines[0]):
+        return [lines]
+    messages: list[list[bytes]] = [[lines[0]]]
+    for line in lines[1:]:
+        if is_from_line(line):
+            messages.append([line])
+        else:
+            messages[-1].append(line)
+    return messages
+
+
 def parse_patch_bytes(raw: bytes, path: Path, name: str, strip: int = DEFAULT_STRIP) -> Patch:
-    lines = raw.splitlines(keepends=True)
+    """Parse a patch file; a mailbox of several messages gives the first, with the rest in `more`.
+    Line numbers in problems count from the start of the file."""
+    lines = split_lines(raw)
+    messages = split_mailbox(lines)
+    patches: list[Patch] = []
+    first_line = 0
+    for number, message in enumerate(messages, 1):
+        patch = _parse_message(message, raw, path, name, strip, first_line)
+        patch.part = number
+        patches.append(patch)
+        first_line += len(message)
+    if len(patches) > 1:
+        # a message without a diff (a cover letter) adds no commit, as long as others have one
+        kept = [p for p in patches if p.files or any(q.severity == "error" for q in p.problems)]
+        patches = kept or patches[:1]
+    head = patches[0]
+    head.more = patches[1:]
+    return head
+
+
+def _parse_message(lines: list[bytes], raw: bytes, path: Path, name: str, strip: int, offset: int) -> Patch:
     diff_start = _find_diff_start(lines)
     header_text = b"".join(lines[:diff_start]).decode("utf-8", errors="replace")
-    mbox = bool(lines) and bool(_MBOX_FROM.match(lines[0]))
+    mbox = bool(lines) and is_from_line(lines[0])
     headers, header_lines, subject, body, author, date = _parse_headers(header_text, mbox)
+    if offset:
+        header_lines = {key: value + offset for key, value in header_lines.items()}
     problems: list[Problem] = []
-    files = _parse_diff(lines, diff_start, str(path), problems)
-    if not files and not problems and raw.strip():
+    files = _parse_diff(lines, diff_start, str(path), problems, strip, offset)
+    if not files and not problems and b"".join(lines).strip():
         # quilt applies such a patch as a no-op; it is worth a look, not a failure
-        problems.append(Problem(str(path), 0, "no diff found in patch (it changes nothing)", "warning"))
+        problems.append(Problem(str(path), offset, "no diff found in patch (it changes nothing)", "warning"))
     return Patch(
         name=name, path=path, strip=strip, raw=raw, headers=headers, header_lines=header_lines,
         subject=subject, body=body, author=author, date=date, files=files, mbox=mbox,
@@ -306,11 +384,14 @@ def _mode(value: bytes) -> int | None:
 
 
 def _unquote(name: bytes) -> str:
-    text = name.decode("utf-8", errors="surrogateescape")
-    if text.startswith('"') and text.endswith('"'):
-        text = text[1:-1].encode("latin-1", errors="surrogateescape").decode("unicode_escape")
-        text = text.encode("latin-1").decode("utf-8", errors="surrogateescape")
-    return text
+    """A name as written, or the C-style quoted name git and GNU diff write (`"a\\tb"`)."""
+    from .gitdiff import unquote_c
+
+    if name.startswith(b'"'):
+        found = unquote_c(name)
+        if found is not None and found[1] == len(name):
+            name = found[0]
+    return name.decode("utf-8", errors="surrogateescape")
 
 
 _EPOCH = re.compile(rb"\s(1970-01-01 00:00:00(\.0+)?( \+0000)?|Thu Jan  1 00:00:00 1970)\s*$")
@@ -330,116 +411,124 @@ def _header_path(line: bytes) -> str | None:
     return None if path == "/dev/null" else path
 
 
-def _parse_diff(lines: list[bytes], start: int, where: str, problems: list[Problem]) -> list[FilePatch]:
+def _parse_diff(lines: list[bytes], start: int, where: str, problems: list[Problem], strip: int = DEFAULT_STRIP,
+                offset: int = 0) -> list[FilePatch]:
+    """Every file entry of one message: `diff --git` entries as `git apply` reads them,
+    traditional `---`/`+++` diffs as GNU patch does. Lines between entries are skipped."""
     files: list[FilePatch] = []
     i = start
-    current: FilePatch | None = None
     n = len(lines)
     while i < n:
         line = lines[i]
         if line.startswith(b"diff --git "):
-            # any prefixes (a/ b/, or i/ w/ c/ o/ with diff.mnemonicPrefix); ---/+++ refine them
-            match = re.match(rb'^diff --git ("(?:[^"\\]|\\.)*"|\S+) ("(?:[^"\\]|\\.)*"|\S+)\s*$',
-                             line.rstrip(b"\r\n"))
-            old = new = None
-            if match:
-                old, new = _unquote(match.group(1)), _unquote(match.group(2))
-            current = FilePatch(old_path=old, new_path=new, line=i + 1, git=True)
-            files.append(current)
-            i += 1
-            while i < n and not lines[i].startswith((b"--- ", b"@@ ", b"diff --git ")):
-                ext = lines[i].rstrip(b"\r\n")
-                if ext.startswith(b"new file mode "):
-                    current.new_file, current.new_mode, current.old_path = True, _mode(ext[14:]), None
-                elif ext.startswith(b"deleted file mode "):
-                    current.deleted, current.old_mode, current.new_path = True, _mode(ext[18:]), None
-                elif ext.startswith(b"old mode "):
-                    current.old_mode = _mode(ext[9:])
-                elif ext.startswith(b"new mode "):
-                    current.new_mode = _mode(ext[9:])
-                elif ext.startswith(b"rename from "):
-                    current.rename, current.old_path = True, "a/" + _unquote(ext[12:])
-                elif ext.startswith(b"rename to "):
-                    current.rename, current.new_path = True, "b/" + _unquote(ext[10:])
-                elif ext.startswith(b"copy from "):
-                    current.copy, current.old_path = True, "a/" + _unquote(ext[10:])
-                elif ext.startswith(b"copy to "):
-                    current.copy, current.new_path = True, "b/" + _unquote(ext[8:])
-                elif ext.startswith(b"index "):
-                    match = re.match(rb"index ([0-9a-f]+)\.\.([0-9a-f]+)(?: (\d+))?", ext)
-                    if match:
-                        current.index_old = match.group(1).decode()
-                        current.index_new = match.group(2).decode()
-                        if match.group(3) and current.old_mode is None and not current.new_file:
-                            current.old_mode = current.new_mode = _mode(match.group(3))
-                elif ext.startswith(b"Binary files ") or ext.startswith(b"GIT binary patch"):
-                    current.binary = True
-                    problems.append(Problem(where, i + 1, "binary patches are not supported; ship the file as an overlay file"))
-                elif ext.startswith((b"similarity index", b"dissimilarity index")):
-                    pass
-                elif ext.startswith(b"From ") and _MBOX_FROM.match(lines[i]):
-                    break
-                i += 1
+            i = _parse_git_entry(lines, i, where, problems, strip, offset, files)
             continue
         if line.startswith(b"--- ") and i + 1 < n and lines[i + 1].startswith(b"+++ "):
-            old, new = _header_path(line), _header_path(lines[i + 1])
-            if current is None or not current.git or current.hunks:
-                current = FilePatch(old_path=old, new_path=new, line=i + 1)
-                files.append(current)
-            else:
-                # git diff: ---/+++ name the files exactly (the diff --git line can be ambiguous)
-                if old is None:
-                    current.new_file, current.old_path = True, None
-                elif not current.rename and not current.copy:
-                    current.old_path = old
-                if new is None:
-                    current.deleted, current.new_path = True, None
-                elif not current.rename and not current.copy:
-                    current.new_path = new
+            current = FilePatch(old_path=_header_path(line), new_path=_header_path(lines[i + 1]), line=offset + i + 1)
+            files.append(current)
             i += 2
+            while i < n and lines[i].startswith(b"@@ "):
+                hunk, i = _parse_hunk(lines, i, where, problems, offset)
+                if hunk is not None:
+                    current.hunks.append(hunk)
             continue
-        if line.startswith(b"@@ "):
-            if current is None:
-                problems.append(Problem(where, i + 1, "hunk without a file header (--- / +++)"))
-                i += 1
-                continue
-            hunk, i = _parse_hunk(lines, i, where, problems)
-            if hunk is not None:
-                current.hunks.append(hunk)
-            continue
-        if line.startswith(b"-- \n") or line.rstrip(b"\r\n") == b"-- ":
-            break  # format-patch signature: the rest is the version banner
-        if _MBOX_FROM.match(line):
-            problems.append(Problem(where, i + 1, "several patches in one mbox file; split it into one file per patch"))
-            break
+        if line.startswith(b"@@ -") and _HUNK.match(line.rstrip(b"\r\n")):
+            problems.append(Problem(where, offset + i + 1, "hunk without a file header (--- / +++)"))
         i += 1
     return files
 
 
-def _parse_hunk(lines: list[bytes], i: int, where: str, problems: list[Problem]):
-    header = lines[i].rstrip(b"\r\n")
+def _name(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", errors="surrogateescape")
+
+
+def _parse_git_entry(lines: list[bytes], i: int, where: str, problems: list[Problem], strip: int, offset: int,
+                     files: list[FilePatch]) -> int:
+    """One `diff --git` entry (git's parse_git_diff_header + parse_single_patch); returns the next line."""
+    from . import gitdiff
+
+    first = i
+    try:
+        head, i = gitdiff.parse_git_header(lines, i, strip)
+    except gitdiff.DiffSyntaxError as exc:
+        problems.append(Problem(where, offset + exc.line, str(exc)))
+        return _next_entry(lines, first + 1)
+    fp = FilePatch(old_path=_name(head.old_name), new_path=_name(head.new_name), line=offset + first + 1, git=True,
+                   new_file=head.is_new, deleted=head.is_delete, rename=head.is_rename, copy=head.is_copy,
+                   old_mode=head.old_mode, new_mode=head.new_mode, index_old=head.index_old,
+                   index_new=head.index_new, stripped=True)
+    files.append(fp)
+    n = len(lines)
+    while i < n and lines[i].startswith(b"@@ -"):
+        hunk, i = _parse_hunk(lines, i, where, problems, offset, git=True)
+        if hunk is None:
+            return _next_entry(lines, i)
+        fp.hunks.append(hunk)
+    if fp.hunks:
+        if fp.new_file and any(h.old for h in fp.hunks):
+            problems.append(Problem(where, offset + first + 1, f"new file {fp.new_path} depends on old contents"))
+        if fp.deleted and any(h.new for h in fp.hunks):
+            problems.append(Problem(where, offset + first + 1, f"deleted file {fp.old_path} still has contents"))
+        return i
+    if i < n and lines[i] == b"GIT binary patch\n":
+        try:
+            fp.binary_hunks, i = gitdiff.parse_binary(lines, i + 1)
+        except gitdiff.DiffSyntaxError as exc:
+            problems.append(Problem(where, offset + exc.line, str(exc)))
+            return _next_entry(lines, i + 1)
+        fp.binary = True
+        return i
+    if i < n and lines[i].endswith(b" differ\n") and lines[i].startswith((b"Binary files ", b"Files ")):
+        fp.binary = True
+        return i + 1
+    mode_change = fp.old_mode is not None and fp.new_mode is not None and fp.old_mode != fp.new_mode
+    if not (fp.rename or fp.copy or fp.new_file or fp.deleted or mode_change):
+        problems.append(Problem(where, offset + first + 1, "patch with only garbage: a git diff entry that changes nothing"))
+    return i
+
+
+def _next_entry(lines: list[bytes], i: int) -> int:
+    while i < len(lines) and not lines[i].startswith(b"diff --git "):
+        i += 1
+    return i
+
+
+def _number(digits: bytes) -> int:
+    """A line number or count from a hunk header; absurd values saturate instead of costing time."""
+    return int(digits) if len(digits) <= 18 else 10 ** 18
+
+
+def _parse_hunk(lines: list[bytes], i: int, where: str, problems: list[Problem], offset: int = 0, git: bool = False):
+    header = lines[i].rstrip(b"\r\n") if not git else lines[i].rstrip(b"\n")
     match = _HUNK.match(header)
-    if not match:
-        problems.append(Problem(where, i + 1, f"unparsable hunk header {header.decode(errors='replace')!r}"))
+    if not match or (git and not lines[i].endswith(b"\n")):
+        problems.append(Problem(where, offset + i + 1, f"unparsable hunk header {header.decode(errors='replace')!r}"))
         return None, i + 1
-    old_start = int(match.group(1))
-    old_len = int(match.group(2)) if match.group(2) is not None else 1
-    new_start = int(match.group(3))
-    new_len = int(match.group(4)) if match.group(4) is not None else 1
+    old_start = _number(match.group(1))
+    old_len = _number(match.group(2)) if match.group(2) is not None else 1
+    new_start = _number(match.group(3))
+    new_len = _number(match.group(4)) if match.group(4) is not None else 1
     old: list[bytes] = []
     new: list[bytes] = []
     kinds: list[bytes] = []
     start_line = i + 1
     i += 1
     n = len(lines)
+    corrupt = False
     while i < n and (len(old) < old_len or len(new) < new_len):
         line = lines[i]
         tag = line[:1]
+        if git and not line.endswith(b"\n"):
+            corrupt = True
+            break
         if tag == b"\\":
+            if git and (len(line) < 12 or not line.startswith(b"\\ ")):
+                corrupt = True
+                break
             _drop_newline(kinds, old, new)
             i += 1
             continue
-        if line in (b"\n", b"\r\n"):  # an empty context line whose space was stripped
+        if line == b"\n" or (not git and line == b"\r\n"):  # an empty context line whose space was stripped
             tag, line = b" ", b" " + line
         if tag == b" ":
             old.append(line[1:])
@@ -449,22 +538,30 @@ def _parse_hunk(lines: list[bytes], i: int, where: str, problems: list[Problem])
         elif tag == b"+":
             new.append(line[1:])
         else:
+            if git:
+                corrupt = True
             break
         kinds.append(tag)
         i += 1
-    if i < n and lines[i].startswith(b"\\"):
+    if i < n and lines[i].startswith(b"\\") and (not git or (len(lines[i]) >= 12 and lines[i].startswith(b"\\ "))):
         _drop_newline(kinds, old, new)
         i += 1
-    if len(old) != old_len or len(new) != new_len:
+    if corrupt or len(old) != old_len or len(new) != new_len:
         problems.append(Problem(
-            where, start_line,
+            where, offset + start_line,
             f"hunk says -{old_len} +{new_len} lines but has -{len(old)} +{len(new)}: the patch is truncated or was edited by hand",
         ))
         return None, i
+    if git and all(k == b" " for k in kinds):
+        problems.append(Problem(where, offset + start_line, "corrupt patch: a hunk that neither adds nor removes lines"))
+        return None, i
+    # `\ No newline` after an empty line leaves nothing of it (git drops it from both sides)
+    old = [line for line in old if line]
+    new = [line for line in new if line]
     leading = next((k for k, t in enumerate(kinds) if t != b" "), len(kinds))
     trailing = next((k for k, t in enumerate(reversed(kinds)) if t != b" "), len(kinds))
     section = match.group(5).decode("utf-8", errors="replace").strip()
-    return Hunk(old_start, old_len, new_start, new_len, old, new, leading, trailing, start_line, section), i
+    return Hunk(old_start, old_len, new_start, new_len, old, new, leading, trailing, offset + start_line, section), i
 
 
 def _drop_newline(kinds: list[bytes], old: list[bytes], new: list[bytes]) -> None:

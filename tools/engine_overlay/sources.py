@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import gitops
+from . import gitops, paths
 from .config import Engine, Pin
 from .errors import CheckFailed, OverlayError
 from .locking import TargetLock
@@ -51,8 +51,26 @@ def upstream_tag(engine: str, version: str) -> str:
     return f"upstream/{engine}-{version}"
 
 
+def cache_path(area: str, name: str) -> Path:
+    """cache_dir()/*area*/*name*: *name* is one plain component, and nothing on the way is a symlink.
+
+    Config validation already refuses bad engine names and file names; this is the
+    second line, for every path the cache writes to or deletes."""
+    paths.check_name(name, f"cache entry in {area}/")
+    return paths.safe_join(cache_dir(), f"{area}/{name}")
+
+
 def tree_path(engine: str, version: str) -> Path:
-    return cache_dir() / "trees" / f"{engine}-{version}"
+    return cache_path("trees", f"{engine}-{version}")
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree, but only a real directory inside the cache (never a symlink, never elsewhere)."""
+    cache = cache_dir()
+    if path.is_symlink() or not paths.contained(cache, path) or path.resolve() == cache.resolve():
+        raise OverlayError(f"refusing to delete {path}: it is not a directory inside the cache {cache}",
+                           path=path, hint=f"remove it by hand if it is yours; ${CACHE_ENV} sets the cache")
+    shutil.rmtree(path)
 
 
 def sha256_file(path: Path) -> str:
@@ -92,7 +110,7 @@ def _download(url: str, dest: Path, expected: str, size: int | None) -> None:
     import urllib.error
     import urllib.request
 
-    part = dest.with_name(dest.name + ".part")
+    part = cache_path("downloads", dest.name + ".part")
     digest = hashlib.sha256()
     show = sys.stderr.isatty()
     progress = None
@@ -132,9 +150,8 @@ def _download(url: str, dest: Path, expected: str, size: int | None) -> None:
 def ensure_archive(engine: Engine, pin: Pin) -> tuple[Path, bool]:
     """Return the verified archive for *pin*, downloading it unless cached."""
     source = pin.source
-    downloads = cache_dir() / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    dest = downloads / source.file
+    dest = cache_path("downloads", source.file)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         if sha256_file(dest) == source.sha256:
             return dest, False
@@ -151,43 +168,188 @@ def ensure_archive(engine: Engine, pin: Pin) -> tuple[Path, bool]:
     return dest, True
 
 
-def _extract_tar(archive: Path, dest: Path) -> None:
+@dataclass
+class _Member:
+    """One archive entry, reduced to what the tree needs."""
+
+    name: str  # as written in the archive
+    kind: str  # file | dir | symlink | hardlink
+    handle: object  # the TarInfo / ZipInfo to read the bytes from
+    link: str = ""  # symlink target, or the archive name a hard link repeats
+    executable: bool = False
+
+
+def _refuse(archive: Path, name: str, why: str) -> OverlayError:
+    return OverlayError(f"archive member {name!r} {why}; the archive was not used",
+                        path=archive, hint="the pinned archive is unsafe to extract and was deleted "
+                        "from the cache: check the pin in VERSIONS.toml before trusting it")
+
+
+def _plan(archive: Path, members: list[_Member], strip: bool) -> list[tuple[str, _Member]]:
+    """Check every member before anything is written; return (path below the tree, member).
+
+    Archives are untrusted and tarfile's own checks have had bypasses (CVE-2025-4517),
+    so the rules are ours: no absolute name, no `..`, nothing named `.git` at any depth
+    (a shipped hook or `gitdir:` file would be used by the git work tree built here),
+    no path through a symlink of the archive, symlinks only to places inside the tree
+    that are not themselves symlinks, hard links only to an earlier file. With *strip*
+    (sdists) the single top directory is dropped, so links are checked against the
+    directory that becomes the tree.
+    """
+    split = []
+    for m in members:
+        if m.name.startswith("/") or "\0" in m.name:
+            raise _refuse(archive, m.name, "has an absolute name")
+        parts = _normal(m.name).split("/") if _normal(m.name) else []
+        if parts:
+            try:
+                paths.check_relpath("/".join(parts))
+            except OverlayError as exc:
+                raise _refuse(archive, m.name, f"is refused ({exc.message})") from None
+        split.append(parts)
+    named = [(p, m) for p, m in zip(split, members, strict=True) if p]
+    if strip and len({p[0] for p, _ in named}) == 1 and all(len(p) > 1 or m.kind == "dir" for p, m in named):
+        named = [(p[1:], m) for p, m in named if len(p) > 1]
+    planned = [("/".join(p), m) for p, m in named]
+    links = {rel for rel, m in planned if m.kind == "symlink"}
+    files: dict[str, tuple[str, bool]] = {}  # archive name -> (path, executable) of an earlier file
+    seen: set[str] = set()
+    for rel, m in planned:
+        prefix = rel.split("/")
+        for depth in range(1, len(prefix)):
+            if "/".join(prefix[:depth]) in links:
+                raise _refuse(archive, m.name, f"goes through the symlink {'/'.join(prefix[:depth])!r}")
+        if rel in seen and (rel in links or m.kind in ("symlink", "hardlink")):
+            raise _refuse(archive, m.name, "replaces a link of the same name")
+        seen.add(rel)
+        if m.kind == "symlink":
+            _check_symlink(archive, rel, m, links)
+        elif m.kind == "hardlink":
+            target = files.get(_normal(m.link))
+            if target is None or m.link.startswith("/"):
+                raise _refuse(archive, m.name, f"is a hard link to {m.link!r}, not to an earlier file of the archive")
+            m.link, m.executable = target  # written as a copy of that file
+        elif m.kind == "file":
+            files[_normal(m.name)] = (rel, m.executable)
+    return planned
+
+
+def _normal(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _check_symlink(archive: Path, rel: str, m: _Member, links: set[str]) -> None:
+    """Resolve the target step by step from the link's directory: it must stay in the tree,
+    keep out of `.git` and not pass through another symlink (a chain resolves elsewhere)."""
+    if not m.link or m.link.startswith("/") or "\0" in m.link:
+        raise _refuse(archive, m.name, f"is a symlink to the absolute path {m.link!r}")
+    stack = rel.split("/")[:-1]
+    for part in m.link.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not stack:
+                raise _refuse(archive, m.name, f"is a symlink to {m.link!r}, outside the tree")
+            stack.pop()
+            continue
+        stack.append(part)
+        where = "/".join(stack)
+        if where in links:
+            raise _refuse(archive, m.name, f"is a symlink to {m.link!r}, through the symlink {where!r}")
+        try:
+            paths.check_relpath(where)
+        except OverlayError as exc:
+            raise _refuse(archive, m.name, f"is a symlink to {m.link!r} ({exc.message})") from None
+
+
+def _write(dest: Path, planned: list[tuple[str, _Member]], open_member) -> None:
+    """Create the checked members below *dest*, never following a link on the way or at the end."""
+    for rel, m in planned:
+        path = paths.safe_join(dest, rel)
+        if m.kind == "dir":
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if m.kind == "symlink":
+            os.symlink(m.link, path)
+            continue
+        if m.kind == "hardlink":  # a copy of the file written before (no seeking back in the archive)
+            source = open(os.open(paths.safe_join(dest, m.link), os.O_RDONLY | os.O_NOFOLLOW), "rb")
+        else:
+            source = open_member(m.handle)
+        mode = 0o755 if m.executable else 0o644
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        with os.fdopen(fd, "wb") as out, source:
+            shutil.copyfileobj(source, out, CHUNK)
+        os.chmod(path, mode)
+
+
+_BROKEN = "cannot extract {}: {}"
+
+
+def _extract_tar(archive: Path, dest: Path, strip: bool) -> None:
     import tarfile
+    import zlib
 
     try:
         with tarfile.open(archive) as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise OverlayError(f"cannot extract {archive.name}: {exc}", path=archive,
-                           hint="delete the file from the cache and fetch again") from exc
+            members = []
+            for info in tar.getmembers():
+                if info.isreg():
+                    kind = "file"
+                elif info.isdir():
+                    kind = "dir"
+                elif info.issym():
+                    kind = "symlink"
+                elif info.islnk():
+                    kind = "hardlink"
+                else:
+                    raise _refuse(archive, info.name, "is a device, fifo or other special file")
+                members.append(_Member(info.name, kind, info, info.linkname, bool(info.mode & 0o111)))
+            _write(dest, _plan(archive, members, strip), tar.extractfile)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise OverlayError(_BROKEN.format(archive.name, exc), path=archive,
+                           hint="the archive was deleted from the cache; fetch again") from exc
 
 
-def _extract_zip(archive: Path, dest: Path) -> None:
+def _extract_zip(archive: Path, dest: Path, strip: bool) -> None:
+    """Zip members are files or directories: a symlink (mode 0o120000 in the external
+    attributes) is refused rather than stored as a file holding the link target."""
     import zipfile
+    import zlib
 
-    root = dest.resolve()
     try:
         with zipfile.ZipFile(archive) as zf:
+            members = []
             for info in zf.infolist():
-                target = (dest / info.filename).resolve()
-                if not target.is_relative_to(root):
-                    raise OverlayError(f"archive member {info.filename!r} escapes the tree", path=archive)
-                zf.extract(info, dest)
-                mode = (info.external_attr >> 16) & 0o777
-                if mode & 0o111 and not info.is_dir():
-                    target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise OverlayError(f"cannot extract {archive.name}: {exc}", path=archive,
-                           hint="delete the file from the cache and fetch again") from exc
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    raise _refuse(archive, info.filename, "is a symlink (refused in zip archives)")
+                members.append(_Member(info.filename, "dir" if info.is_dir() else "file", info,
+                                       executable=bool(mode & 0o111)))
+            _write(dest, _plan(archive, members, strip), zf.open)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
+        raise OverlayError(_BROKEN.format(archive.name, exc), path=archive,
+                           hint="the archive was deleted from the cache; fetch again") from exc
 
 
-def _strip_top(dest: Path) -> None:
-    entries = list(dest.iterdir())
-    if len(entries) == 1 and entries[0].is_dir():
-        top = entries[0]
-        for child in list(top.iterdir()):
-            child.rename(dest / child.name)
-        top.rmdir()
+def _check_no_git(staging: Path, archive: Path) -> None:
+    """Defence in depth before `git init` (which would reuse a `.git` it finds): nothing
+    extracted is git metadata, at any depth."""
+    for directory, dirs, files in os.walk(staging):
+        for name in dirs + files:
+            try:
+                paths.check_relpath(name)
+            except OverlayError:
+                raise _refuse(archive, Path(directory, name).relative_to(staging).as_posix(),
+                              "is git metadata") from None
+
+
+def _check_fresh_git(staging: Path, repo, archive: Path) -> None:
+    """After `git init`: the repository is the plain `.git` directory git just made."""
+    git_dir = staging / ".git"
+    if git_dir.is_symlink() or not git_dir.is_dir() or Path(repo.git_dir).resolve() != git_dir.resolve():
+        raise _refuse(archive, ".git", "is git metadata")
 
 
 def _clone_git(pin: Pin, dest: Path) -> None:
@@ -195,7 +357,7 @@ def _clone_git(pin: Pin, dest: Path) -> None:
 
     source = pin.source
     try:
-        repo = git.Repo.clone_from(source.url, dest, no_checkout=True)
+        repo = gitops.clone(source.url, dest, no_checkout=True)
         tag_sha = repo.git.rev_parse(f"refs/tags/{source.tag}^{{commit}}")
     except git.GitCommandError as exc:
         raise OverlayError(f"cannot clone {source.url} at tag {source.tag}: {exc.stderr.strip()}",
@@ -211,7 +373,8 @@ def fetch(engine: Engine, version: str | None = None) -> FetchResult:
     pin = engine.pin(version)
     tree = tree_path(engine.name, pin.version)
     tag = upstream_tag(engine.name, pin.version)
-    with TargetLock(cache_dir() / "locks" / f"{engine.name}-{pin.version}.lock", f"the cache of {engine.name}"):
+    lock = cache_path("locks", f"{engine.name}-{pin.version}.lock")
+    with TargetLock(lock, f"the cache of {engine.name}"):
         archive, downloaded = (None, False)
         if pin.source.kind != "git":
             archive, downloaded = ensure_archive(engine, pin)
@@ -221,11 +384,11 @@ def fetch(engine: Engine, version: str | None = None) -> FetchResult:
             if sha:
                 return FetchResult(engine.name, pin.version, str(tree), str(archive) if archive else None,
                                    downloaded, False, sha, tag)
-        if tree.exists():
-            shutil.rmtree(tree)  # an incomplete tree from an interrupted fetch
+        if tree.exists() or tree.is_symlink():
+            _remove_tree(tree)  # an incomplete tree from an interrupted fetch
         for stale in tree.parent.glob(f".{tree.name}.tmp-*") if tree.parent.exists() else ():
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed fetch (we hold the lock)
-        staging = tree.with_name(f".{tree.name}.tmp-{os.getpid()}")
+            _remove_tree(stale)  # left by a killed fetch (we hold the lock)
+        staging = cache_path("trees", f".{tree.name}.tmp-{os.getpid()}")
         staging.parent.mkdir(parents=True, exist_ok=True)
         try:
             if pin.source.kind == "git":
@@ -235,17 +398,20 @@ def fetch(engine: Engine, version: str | None = None) -> FetchResult:
                 repo.create_tag(tag, ref=sha)
             else:
                 staging.mkdir()
-                if archive.name.endswith(".whl") or archive.name.endswith(".zip"):
-                    _extract_zip(archive, staging)
-                else:
-                    _extract_tar(archive, staging)
-                if pin.source.kind == "sdist":
-                    _strip_top(staging)
-                repo = gitops.init_repo(staging)
+                extract = _extract_zip if archive.name.endswith((".whl", ".zip")) else _extract_tar
+                try:
+                    extract(archive, staging, strip=pin.source.kind == "sdist")
+                    _check_no_git(staging, archive)
+                    repo = gitops.init_repo(staging)
+                    _check_fresh_git(staging, repo, archive)
+                except OverlayError:
+                    archive.unlink(missing_ok=True)  # verified but unusable: keep nothing of it
+                    raise
                 sha = gitops.commit_all(repo, f"upstream {engine.name} {pin.version}", pin.source.exclude)
                 repo.create_tag(tag, ref=sha)
             os.replace(staging, tree)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if staging.exists():
+                _remove_tree(staging)
         return FetchResult(engine.name, pin.version, str(tree), str(archive) if archive else None,
                            downloaded, True, sha, tag)

@@ -1,81 +1,137 @@
-"""A copy-on-write view of a target tree: files on disk plus pending in-memory changes.
+"""A copy-on-write view of a target tree: its base plus pending in-memory changes.
 
 Planning a whole series happens here, in memory, so a failing patch never
-leaves a half-written file behind. Every path is checked before it is read:
-absolute paths, `..`, `.git` and paths through symlinks are refused.
+leaves a half-written file behind. The base is a directory on disk (an
+installed package) or a commit's tree read from the object store (a git
+target: the stored blobs, as `git apply --index` reads them). Symlinks are
+entries like any other (mode 120000, the link target as content); a path that
+goes through one does not exist, so nothing is ever read or written through it.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import stat
-from pathlib import Path, PurePosixPath
+from collections.abc import Iterator
+from pathlib import Path
 
 from .errors import OverlayError
+from .paths import check_relpath
 
 MODE_FILE = 0o100644
 MODE_EXEC = 0o100755
 MODE_LINK = 0o120000
+MODE_TREE = 0o040000
+MODE_GITLINK = 0o160000
 
-
-def check_relpath(path: str, origin: str, line: int | None = None) -> str:
-    """Validate a tree-relative path named by a patch or overlay file."""
-    pure = PurePosixPath(path)
-    if not path or pure.is_absolute() or ".." in pure.parts or "\0" in path:
-        raise OverlayError(f"path {path!r} escapes the tree", path=origin, line=line,
-                           hint="patch and overlay paths must stay inside the tree")
-    if ".git" in pure.parts:
-        raise OverlayError(f"path {path!r} points into .git", path=origin, line=line,
-                           hint="patches may not touch git metadata")
-    return str(pure)
+Entry = tuple[bytes, int]  # (content, mode); a symlink's content is its target
 
 
 def file_mode(st_mode: int) -> int:
+    if stat.S_ISLNK(st_mode):
+        return MODE_LINK
     return MODE_EXEC if st_mode & 0o111 else MODE_FILE
 
 
+def is_link(mode: int | None) -> bool:
+    return mode is not None and (mode & 0o170000) == MODE_LINK
+
+
 class TreeState:
-    """Reads from *root*, overlaid with the changes planned so far."""
+    """Reads from the directory *root*, overlaid with the changes planned so far."""
+
+    hash_name = "sha1"  # how blob ids in patches are computed for this target
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.changes: dict[str, tuple[bytes | None, int]] = {}
-        self._resolved_root = root.resolve()
 
-    def _disk_path(self, path: str, origin: str, line: int | None) -> Path:
-        check_relpath(path, origin, line)
+    # -- the base (subclasses read a commit instead of the disk) --------------------------------
+
+    def _base_kind(self, path: str) -> str | None:
+        """'file', 'link', 'dir' or None (absent, or below a non-directory) in the base."""
         current = self.root
-        for part in PurePosixPath(path).parts:
+        parts = path.split("/")
+        for depth, part in enumerate(parts, 1):
             current = current / part
-            if current.is_symlink():
-                raise OverlayError(f"path {path!r} goes through the symlink {current}", path=origin, line=line,
-                                   hint="the tool never writes through symlinks; replace the link with a file")
-        return current
+            try:
+                st = os.lstat(current)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            if depth < len(parts) and not stat.S_ISDIR(st.st_mode):
+                return None
+        if stat.S_ISLNK(st.st_mode):
+            return "link"
+        if stat.S_ISDIR(st.st_mode):
+            return "dir"
+        return "file" if stat.S_ISREG(st.st_mode) else "other"
 
-    def read(self, path: str, origin: str = "", line: int | None = None) -> tuple[bytes, int] | None:
+    def _base_read(self, path: str) -> Entry | None:
+        kind = self._base_kind(path)
+        disk = self.root / path
+        if kind == "link":
+            return os.fsencode(os.readlink(disk)), MODE_LINK
+        if kind == "file":
+            return disk.read_bytes(), file_mode(os.lstat(disk).st_mode)
+        return None
+
+    def base_files_under(self, path: str) -> Iterator[str]:
+        """Every non-directory entry below the base directory *path*."""
+        top = self.root / path
+        for dirpath, dirnames, filenames in os.walk(top):
+            rel = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+                yield f"{rel}/{name}"
+
+    # -- the view -------------------------------------------------------------------------------
+
+    def read(self, path: str, origin: str = "", line: int | None = None) -> Entry | None:
+        """(content, mode) of a file or symlink; None when absent or a directory."""
+        check_relpath(path, origin, line)
         if path in self.changes:
             content, mode = self.changes[path]
             return None if content is None else (content, mode)
-        disk = self._disk_path(path, origin, line)
-        try:
-            st = disk.lstat()
-        except FileNotFoundError:
+        for parent in _parents(path):
+            if parent in self.changes and self.changes[parent][0] is not None:
+                return None  # replaced by a file or link: nothing below it
+        entry = self._base_read(path)
+        if entry is None and self._base_kind(path) == "other":
+            raise OverlayError(f"{path!r} is not a regular file in the target", path=origin or None, line=line)
+        return entry
+
+    def kind(self, path: str) -> str | None:
+        """'file', 'link', 'dir' or None for *path* after the planned changes."""
+        if path in self.changes:
+            content, mode = self.changes[path]
+            if content is not None:
+                return "link" if is_link(mode) else "file"
+        for parent in _parents(path):
+            if parent in self.changes and self.changes[parent][0] is not None:
+                return None
+        prefix = path + "/"
+        if any(p.startswith(prefix) and c is not None for p, (c, _) in self.changes.items()):
+            return "dir"
+        if path in self.changes:
             return None
-        except NotADirectoryError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            raise OverlayError(f"{path!r} is not a regular file in the target", path=origin, line=line)
-        return disk.read_bytes(), file_mode(st.st_mode)
+        base = self._base_kind(path)
+        if base == "dir" and all(self.changes.get(p, (b"", 0))[0] is None for p in self.base_files_under(path)):
+            return None  # everything below it is deleted
+        return base
+
+    def base_kind(self, path: str) -> str | None:
+        """What *path* is in the base, before any planned change."""
+        return self._base_kind(path)
 
     def check(self, path: str, origin: str = "", line: int | None = None) -> None:
-        """Refuse a path outside the tree or through a symlink, before anything is planned."""
-        self._disk_path(path, origin, line)
+        """Refuse a name that may not be in a tree (absolute, `..`, `.git`, ...)."""
+        check_relpath(path, origin, line)
 
     def exists(self, path: str, origin: str = "", line: int | None = None) -> bool:
         return self.read(path, origin, line) is not None
 
     def fork(self) -> TreeState:
-        """A view with the same reads and a copy of the pending changes (subclasses kept)."""
+        """A view with the same base and a copy of the pending changes (subclasses kept)."""
         other = copy.copy(self)
         other.changes = dict(self.changes)
         return other
@@ -83,46 +139,91 @@ class TreeState:
     def set(self, path: str, content: bytes | None, mode: int) -> None:
         self.changes[path] = (content, mode)
 
+    def blob(self, sha: str) -> bytes | None:
+        """A blob by id (3-way bases, binary postimages); a directory has no object store."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _parents(path: str) -> Iterator[str]:
+    parts = path.split("/")
+    for depth in range(1, len(parts)):
+        yield "/".join(parts[:depth])
+
 
 class GitTreeState(TreeState):
-    """A :class:`TreeState` whose unchanged files come from a commit's tree, not the disk.
+    """A :class:`TreeState` whose base is a commit's tree, read through one `git cat-file --batch`.
 
-    Planning against the commit the branch will grow from (rather than whatever is
-    checked out) keeps the plan and the commits consistent; symlinks are refused
-    from the tree entries' modes.
+    Planning against the stored blobs of the commit the branch will grow from
+    (rather than whatever is checked out, converted by attributes) is what
+    `git apply --index` does, and keeps the plan and the commits consistent.
     """
 
     def __init__(self, repo, rev: str) -> None:
+        from .gitops import ObjectReader
+
         super().__init__(Path(repo.working_tree_dir))
-        self.tree = repo.commit(rev).tree
+        self.objects = ObjectReader(repo)
+        self.hash_name = self.objects.hash_name
+        found = self.objects.read(f"{rev}^{{tree}}")
+        if found is None:
+            raise OverlayError(f"revision {rev} has no tree", path=repo.working_tree_dir)
+        self._root_tree = found[0]
+        self._trees: dict[str, dict[bytes, tuple[int, str]]] = {}
 
-    def _entry(self, path: str, origin: str, line: int | None):
-        check_relpath(path, origin, line)
-        node = self.tree
-        parts = PurePosixPath(path).parts
-        for depth, part in enumerate(parts):
-            if node.type != "tree":
-                return None
-            try:
-                node = node[part]
-            except KeyError:
-                return None
-            if node.mode == MODE_LINK:
-                raise OverlayError(f"path {path!r} goes through the symlink {'/'.join(parts[:depth + 1])}",
-                                   path=origin, line=line,
-                                   hint="the tool never writes through symlinks; replace the link with a file")
-        if node.type != "blob":
-            raise OverlayError(f"{path!r} is not a regular file in the target", path=origin, line=line)
-        return node
+    def _tree(self, directory: str) -> dict[bytes, tuple[int, str]] | None:
+        if directory in self._trees:
+            return self._trees[directory]
+        if not directory:
+            entries = self.objects.tree_entries(self._root_tree)
+        else:
+            parent, _, name = directory.rpartition("/")
+            above = self._tree(parent)
+            entry = above.get(os.fsencode(name)) if above is not None else None
+            entries = self.objects.tree_entries(entry[1]) if entry and entry[0] == MODE_TREE else None
+        self._trees[directory] = entries
+        return entries
 
-    def check(self, path: str, origin: str = "", line: int | None = None) -> None:
-        self._entry(path, origin, line)
+    def _entry(self, path: str) -> tuple[int, str] | None:
+        parent, _, name = path.rpartition("/")
+        entries = self._tree(parent)
+        return entries.get(os.fsencode(name)) if entries is not None else None
 
-    def read(self, path: str, origin: str = "", line: int | None = None) -> tuple[bytes, int] | None:
-        if path in self.changes:
-            content, mode = self.changes[path]
-            return None if content is None else (content, mode)
-        entry = self._entry(path, origin, line)
+    def _base_kind(self, path: str) -> str | None:
+        entry = self._entry(path)
         if entry is None:
             return None
-        return entry.data_stream.read(), (MODE_EXEC if entry.mode & 0o111 else MODE_FILE)
+        mode = entry[0]
+        if mode == MODE_TREE:
+            return "dir"
+        if mode == MODE_GITLINK:
+            return "other"
+        return "link" if is_link(mode) else "file"
+
+    def _base_read(self, path: str) -> Entry | None:
+        entry = self._entry(path)
+        if entry is None or entry[0] in (MODE_TREE, MODE_GITLINK):
+            return None
+        data = self.objects.blob(entry[1])
+        if data is None:
+            raise OverlayError(f"the object of {path!r} is missing from the repository", path=self.root,
+                               hint="run `git fsck`; the repository is incomplete")
+        mode = MODE_LINK if is_link(entry[0]) else (MODE_EXEC if entry[0] & 0o111 else MODE_FILE)
+        return data, mode
+
+    def base_files_under(self, path: str) -> Iterator[str]:
+        entries = self._tree(path) or {}
+        for name, (mode, _sha) in sorted(entries.items()):
+            rel = f"{path}/{os.fsdecode(name)}"
+            if mode == MODE_TREE:
+                yield from self.base_files_under(rel)
+            else:
+                yield rel
+
+    def blob(self, sha: str) -> bytes | None:
+        return self.objects.blob(sha)
+
+    def close(self) -> None:
+        self.objects.close()

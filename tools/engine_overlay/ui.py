@@ -48,13 +48,45 @@ def app_context(ctx: click.Context | None = None) -> AppContext:
     return obj if obj is not None else AppContext()
 
 
+_UNPRINTABLE = re.compile("[\udc80-\udcff\x00-\x08\x0b-\x1f\x7f\u0080-\u009f]")
+
+
+def printable(text: str) -> str:
+    """*text* safe for a terminal: bytes that were not UTF-8 (surrogate escapes) and control
+    characters (a name could carry terminal escape sequences) are shown as `\\xNN`."""
+    def one(match: re.Match) -> str:
+        code = ord(match.group())
+        return f"\\x{code - 0xDC00 if code >= 0xDC80 else code:02x}"
+
+    return _UNPRINTABLE.sub(one, text)
+
+
+class _SafeStream:
+    """A text stream that writes :func:`printable` text (the one door to the terminal)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text).replace("\\x0a", "\n"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def console(stderr: bool = False) -> Console | PlainConsole:
     stream = sys.stderr if stderr else sys.stdout
     if not _styled(stream):
-        return PlainConsole(stream)
+        return PlainConsole(_SafeStream(stream))
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    class SafeConsole(Console):
+        """rich's Console, given only :func:`printable` text (its own style codes pass through)."""
+
+        def print(self, *objects: Any, **options: Any) -> None:
+            super().print(*(printable(o) if isinstance(o, str) else o for o in objects), **options)
+
+    return SafeConsole(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def _styled(stream: TextIO) -> bool:
@@ -145,7 +177,7 @@ def table(console: Console | PlainConsole, columns: Sequence[tuple[str, str]], r
     for header, justify in columns:
         result.add_column(header, justify=justify, overflow="fold")
     for row in rows:
-        result.add_row(*row)
+        result.add_row(*(printable(cell) for cell in row))
     return result
 
 

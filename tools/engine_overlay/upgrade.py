@@ -19,7 +19,7 @@ from pathlib import Path
 
 import git
 
-from . import gitops, sources
+from . import gitops, paths, sources
 from .apply import (
     ApplyOptions,
     Payload,
@@ -35,8 +35,8 @@ from .errors import CheckFailed, OverlayError
 from .locking import TargetLock, atomic_write, read_json, write_json_atomic
 from .plan import commit_message, patch_when, plan
 from .report import ALREADY, FAILED, OK_PATCH, SKIPPED, PatchResult, Report
-from .series import Patch, parse_author, parse_patch
-from .tree import TreeState
+from .series import Patch, parse_author, parse_patch, split_lines
+from .tree import GitTreeState
 
 
 @dataclass
@@ -66,7 +66,7 @@ def _tree(engine: Engine, version: str) -> tuple[git.Repo, str]:
 
 def _throwaway(new_repo: git.Repo, tag: str, old_repo: git.Repo, where: Path) -> git.Repo:
     """A clone of the new tree at *tag* sharing objects, with the old tree's objects as alternate."""
-    clone = git.Repo.clone_from(gitops.work_root(new_repo), where, shared=True, no_checkout=True)
+    clone = gitops.clone(gitops.work_root(new_repo), where, shared=True, no_checkout=True)
     alternates = Path(clone.git_dir) / "objects" / "info" / "alternates"
     with open(alternates, "a") as handle:
         handle.write(str(Path(old_repo.git_dir) / "objects") + "\n")
@@ -106,9 +106,9 @@ def upstream_touches(patch: Patch, old: git.Repo, old_tag: str, new: git.Repo, n
         before, after = gitops.read_at(old, old_tag, path), gitops.read_at(new, new_tag, path)
         if before is None or after is None or before == after:
             continue
-        old_lines = before.splitlines(keepends=True)
+        old_lines = split_lines(before)
         changed = [(i1, i2) for tag, i1, i2, _j1, _j2 in
-                   difflib.SequenceMatcher(None, old_lines, after.splitlines(keepends=True), autojunk=False)
+                   difflib.SequenceMatcher(None, old_lines, split_lines(after), autojunk=False)
                    .get_opcodes() if tag != "equal"]
         funcs_old = _functions(before) if path.endswith(".py") else {}
         funcs_new = _functions(after) if path.endswith(".py") else {}
@@ -223,11 +223,36 @@ def start_upgrade(project: Project, engine: Engine, to_version: str, checkout: P
         return _run(project, engine, repo, state)
 
 
+_STATE_SCHEMA = {
+    "engine": str, "from": str, "to": str, "branch": str, "orig_branch": (str, None), "orig_head": str,
+    "base": str, "remaining": list, "done": list, "dropped": list, "skipped": list, "current": (list, None),
+    "started": (int, float, None),
+}
+
+
 def _load_state(repo: git.Repo) -> dict:
-    state = read_json(_state_path(repo), "the upgrade state", hint="run `overlay upgrade ... --abort`")
+    """upgrade.json, checked: it is read back from .git, and its patch names are opened,
+    committed and (when dropped) deleted in the series directory."""
+    path, hint = _state_path(repo), "run `overlay upgrade ... --abort`, or delete the file"
+    state = read_json(path, "the upgrade state", hint=hint, schema=_STATE_SCHEMA)
     if state is None:
         raise OverlayError("no upgrade in progress", path=gitops.work_root(repo),
                            hint="start one with `overlay upgrade ENGINE --to VERSION`")
+
+    def entry(e) -> bool:  # [patch name, strip, reverse] as start_upgrade writes it
+        return isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) and type(e[1]) is int \
+            and isinstance(e[2], bool)
+
+    entries = state["remaining"] + state["skipped"] + ([state["current"]] if state.get("current") else [])
+    if not (all(entry(e) for e in entries) and all(isinstance(n, str) for n in state["done"])
+            and all(isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) for x in d)
+                    for d in state["dropped"])):
+        raise OverlayError("the upgrade state is corrupt (unexpected types in its patch lists)", path=path, hint=hint)
+    for name in [e[0] for e in entries] + state["done"] + [d[0] for d in state["dropped"]]:
+        try:
+            paths.check_relpath(name)
+        except OverlayError as exc:
+            raise OverlayError(f"the upgrade state is corrupt: {exc.message}", path=path, hint=hint) from None
     return state
 
 
@@ -332,9 +357,16 @@ def _stop_at_conflict(repo: git.Repo, patch: Patch, result: PatchResult) -> list
         path = dst or src
         if fres.status != FAILED or not path:
             continue
-        disk = root / path
-        # a copy/rename derives its destination from the source: merge the new upstream source
-        source = root / (src or path)
+        # the new upstream tree may hold symlinks (`pkg/link -> /tmp`): never read or write
+        # through one; such a file is left for the user, named in the list
+        try:
+            disk = paths.safe_join(root, path, patch.path)
+            # a copy/rename derives its destination from the source: merge the new upstream source
+            source = paths.safe_join(root, src or path, patch.path)
+            rej = paths.safe_join(root, path + ".rej", patch.path)
+        except OverlayError as exc:
+            written.append(f"{path} (nothing written: {exc.message})")
+            continue
         current = source.read_bytes() if source.is_file() else b""
         base = gitops.read_blob(repo, fp.index_old) if fp.index_old else None
         theirs = H.apply_hunks(base, fp.hunks)[0] if base is not None else None
@@ -342,7 +374,6 @@ def _stop_at_conflict(repo: git.Repo, patch: Patch, result: PatchResult) -> list
             merged, _ = gitops.merge_file(current, base, theirs, labels=("upstream", "old base", patch.name))
             disk.write_bytes(merged)
         else:
-            rej = disk.with_name(disk.name + ".rej")
             rej.write_bytes(b"".join(
                 b"@@ -%d,%d +%d,%d @@\n" % (h.old_start, h.old_len, h.new_start, h.new_len)
                 + b"".join(b"-" + line for line in h.old) + b"".join(b"+" + line for line in h.new)
@@ -357,7 +388,11 @@ def _run(project: Project, engine: Engine, repo: git.Repo, state: dict) -> dict:
     while state["remaining"]:
         entry = state["remaining"].pop(0)
         patch = _patch_for(engine, entry)
-        outcome = plan(TreeState(root), [(patch, entry[2])], [], read_blob=lambda s: gitops.read_blob(repo, s))
+        tree = GitTreeState(gitops.open_repo(root), "HEAD")
+        try:
+            outcome = plan(tree, [(patch, entry[2])], [])
+        finally:
+            tree.close()
         result = outcome.patches[0]
         if result.status in OK_PATCH:
             for commit in outcome.commits:

@@ -596,8 +596,10 @@ def verify_engine(project: Project, engine: Engine, version: str | None = None,
     report.references.append(f"{engine.name} {pin.version} ({rev[:12]})")
     payload = engine_payload(engine, pin)
     state = GitTreeState(repo, rev)
-    result = plan(state, payload.patches, payload.overlay_files, payload.replaces,
-                  lambda sha: gitops.read_blob(repo, sha))
+    try:
+        result = plan(state, payload.patches, payload.overlay_files, payload.replaces)
+    finally:
+        state.close()
     for patch in result.patches:
         if patch.status not in ("applied", "offset", "3-way"):
             failed = [f"{f.path}: {f.message or ', '.join(f'hunk #{h.index} {h.status}' for h in f.hunks if h.status == 'failed')}"

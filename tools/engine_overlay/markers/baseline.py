@@ -8,6 +8,7 @@ from pathlib import Path
 
 import git
 
+from .. import gitops
 from ..errors import OverlayError
 from .grammar import MarkerConfig
 from .snapshot import Snapshot, read_snapshot, snapshot_from_texts
@@ -23,7 +24,7 @@ def load_baseline(against: str, root: Path, paths: list[str] | None, config: Mar
 def snapshot_at_rev(root: Path, rev: str, paths: list[str] | None, config: MarkerConfig) -> Snapshot:
     """Snapshot of the files under *root* as they were at *rev* (``git grep`` to pre-filter, ``git show`` to read)."""
     try:
-        repo = git.Repo(root, search_parent_directories=True)
+        repo = gitops.gitpython_repo(root, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise OverlayError(f"'{rev}' is neither a snapshot file nor usable as a git revision: {root} is not in a git repository",
                            path=root, hint="pass a snapshot file, or a --root inside a git work tree") from None
