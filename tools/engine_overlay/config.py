@@ -7,6 +7,7 @@ problem (for ``overlay lint``) instead of stopping at the first.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from . import paths
 from .errors import OverlayError
 from .locking import atomic_write
 from .problems import Problem
@@ -127,9 +129,53 @@ def _line_of(text: str, needle: str) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=8)
+def _headers(text: str) -> dict[tuple[str, ...], int]:
+    """Table header keys -> line, however they are quoted (`["a\\u0000b".pins."1.0"]`)."""
+    found: dict[tuple[str, ...], int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped.startswith("[") or stripped.startswith("[["):
+            continue
+        try:
+            table = tomllib.loads(stripped)
+        except (tomllib.TOMLDecodeError, RecursionError):
+            continue
+        keys: list[str] = []
+        while isinstance(table, dict) and len(table) == 1:
+            key = next(iter(table))
+            keys.append(key)
+            table = table[key]
+        found.setdefault(tuple(keys), number)
+    return found
+
+
 def _header_line(text: str, *parts: str) -> int:
-    quoted = ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else f'"{p}"' for p in parts)
-    return _line_of(text, f"[{quoted}]") or _line_of(text, f"[{parts[0]}")
+    headers = _headers(text)
+    return headers.get(parts) or min((n for keys, n in headers.items() if keys[:1] == parts[:1]), default=0)
+
+
+def _check_name(name: str, what: str, rel: str, line: int, problems: list[Problem]) -> bool:
+    """A name used as one path component (engine, pin version, file): record a problem if unsafe."""
+    try:
+        paths.check_name(name, what)
+    except OverlayError as exc:
+        problems.append(Problem(rel, line, exc.message))
+        return False
+    return True
+
+
+def _project_path_problem(root: Path, value: object) -> str | None:
+    """Why *value* is not a project-relative path that stays inside *root* (symlinks resolved)."""
+    if not isinstance(value, str):
+        return "must be a relative path inside the project"
+    try:
+        paths.check_relpath(value)
+    except OverlayError as exc:
+        return f"must be a relative path inside the project ({exc.message})"
+    if not paths.contained(root, root / value):
+        return f"must stay inside the project, but {value!r} resolves to {(root / value).resolve()}"
+    return None
 
 
 def parse_versions(path: Path) -> tuple[Project | None, list[Problem]]:
@@ -150,6 +196,8 @@ def parse_versions(path: Path) -> tuple[Project | None, list[Problem]]:
         match = re.search(r"line (\d+)", str(exc))
         line = int(match.group(1)) if match else 0
         return None, [Problem(rel, line, f"invalid TOML: {exc}")]
+    except RecursionError:  # tomllib recurses once per nesting level
+        return None, [Problem(rel, 0, "invalid TOML: arrays or tables nested too deeply")]
 
     problems: list[Problem] = []
     engines: dict[str, Engine] = {}
@@ -159,6 +207,8 @@ def parse_versions(path: Path) -> tuple[Project | None, list[Problem]]:
         if not isinstance(table, dict):
             problems.append(Problem(rel, _line_of(text, name), f"'{name}' must be a table [{name}]"))
             continue
+        if not _check_name(name, "engine name", rel, line, problems):
+            continue  # it names cache, lock and record directories: never build a path from it
         engine = _parse_engine(name, table, root, text, rel, problems)
         if engine is not None:
             engines[name] = engine
@@ -185,14 +235,21 @@ def _parse_engine(name, table, root, text, rel, problems) -> Engine | None:
     series = table.get("series", f"patches/{name}/series")
     overlay = table.get("overlay", f"overlay/{name}")
     for key, value in (("series", series), ("overlay", overlay)):
-        if not isinstance(value, str) or Path(value).is_absolute() or ".." in Path(value).parts:
-            problems.append(Problem(rel, line, f"[{name}]: '{key}' must be a relative path inside the project"))
+        why = _project_path_problem(root, value)
+        if why:
+            problems.append(Problem(rel, line, f"[{name}]: '{key}' {why}"))
             ok = False
     distributions = table.get("distributions", [name])
     replaces = table.get("replaces", [])
     for key, value in (("distributions", distributions), ("replaces", replaces)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             problems.append(Problem(rel, line, f"[{name}]: '{key}' must be a list of strings"))
+            ok = False
+    for value in replaces if ok else ():
+        try:
+            paths.check_relpath(value)
+        except OverlayError as exc:
+            problems.append(Problem(rel, line, f"[{name}]: 'replaces': {exc.message}"))
             ok = False
     markers = table.get("markers", {})
     if not isinstance(markers, dict):
@@ -201,10 +258,17 @@ def _parse_engine(name, table, root, text, rel, problems) -> Engine | None:
     else:
         from .markers import MarkerConfig
 
+        markers_line = _header_line(text, name, "markers") or line
         try:
             MarkerConfig.from_dict(markers, f"{rel} [{name}.markers]")
         except OverlayError as exc:
-            problems.append(Problem(rel, _header_line(text, name, "markers") or line, exc.message))
+            problems.append(Problem(rel, markers_line, exc.message))
+        else:
+            for key in ("snapshot", "waivers"):
+                why = _project_path_problem(root, markers[key]) if key in markers else None
+                if why:
+                    problems.append(Problem(rel, markers_line, f"[{name}.markers]: '{key}' {why}"))
+                    ok = False
     pins_table = table.get("pins", {})
     pins: dict[str, Pin] = {}
     if not isinstance(pins_table, dict) or not pins_table:
@@ -243,6 +307,8 @@ def _parse_pin(engine, version, table, text, rel, problems) -> Pin | None:
         Version(version)
     except InvalidVersion:
         problems.append(Problem(rel, line, f"{where}: '{version}' is not a valid version (PEP 440)"))
+    else:
+        _check_name(version, f"{where}: version", rel, line, problems)  # names the tree and its lock
     for key in sorted(set(table) - _PIN_KEYS):
         problems.append(Problem(rel, line, f"{where}: unknown key '{key}'"))
     kind = table.get("kind")
@@ -253,6 +319,8 @@ def _parse_pin(engine, version, table, text, rel, problems) -> Pin | None:
         file, sha = table.get("file"), table.get("sha256")
         if not isinstance(file, str) or not file:
             problems.append(Problem(rel, line, f"{where}: 'file' (the file name on the index) is required"))
+        elif not _check_name(file, f"{where}: 'file'", rel, line, problems):
+            pass  # the download is stored (and deleted on a bad digest) under this name
         elif kind == "sdist" and not file.endswith((".tar.gz", ".zip")):
             problems.append(Problem(rel, line, f"{where}: sdist file must end in .tar.gz or .zip"))
         elif kind == "wheel" and not file.endswith(".whl"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import git
 
-from . import gitops
+from . import gitops, paths
 from .apply import applied_commits
 from .errors import OverlayError
 from .locking import atomic_write
@@ -134,6 +134,23 @@ def _keep_other_pins(directory: Path, old_names: list[str], names: list[str]) ->
     return kept + [n for n in names if n not in set(kept)]
 
 
+def _patch_path(repo: git.Repo, series_path: Path, name: str, commit: str) -> Path:
+    """Where the patch named by *commit*'s `Overlay-Patch` trailer goes: commit messages are
+    untrusted, so the name must stay in the series directory, not be the series file, and
+    reach no symlink (which atomic_write would replace, or a read would follow)."""
+    try:
+        path = paths.safe_join(series_path.parent, name)
+    except OverlayError as exc:
+        raise OverlayError(f"commit {commit[:12]} names the patch {name!r} in its Overlay-Patch trailer: "
+                           f"{exc.message}", path=gitops.work_root(repo),
+                           hint="the trailer must be a patch file name inside the series directory: "
+                           "fix the commit message, or apply the series again") from None
+    if path == series_path:
+        raise OverlayError(f"commit {commit[:12]} names the series file in its Overlay-Patch trailer",
+                           path=gitops.work_root(repo), hint="fix the commit message, or apply the series again")
+    return path
+
+
 def export(repo: git.Repo, engine: str, series_path: Path, branch: str) -> ExportResult:
     if not gitops.branch_exists(repo, branch):
         raise OverlayError(f"branch {branch} does not exist", path=gitops.work_root(repo),
@@ -153,8 +170,9 @@ def export(repo: git.Repo, engine: str, series_path: Path, branch: str) -> Expor
     applied, _, _ = applied_commits(repo, commit.hexsha)
     result = ExportResult(engine, branch)
     names: list[str] = []
-    for name, _sha, commit_sha in applied:
-        path = directory / name
+    targets = [(name, commit_sha, _patch_path(repo, series_path, name, commit_sha))  # all before any write
+               for name, _sha, commit_sha in applied]
+    for name, commit_sha, path in targets:
         diff = commit_diff(repo, commit_sha, _declared_copies(path))
         names.append(name)
         if path.exists():
@@ -169,7 +187,7 @@ def export(repo: git.Repo, engine: str, series_path: Path, branch: str) -> Expor
     for commit_sha in extra:
         subject = repo.commit(commit_sha).summary
         name = _file_name(len(names) + 1, subject)
-        atomic_write(directory / name, _new_patch_header(repo, commit_sha) + commit_stat(repo, commit_sha)
+        atomic_write(_patch_path(repo, series_path, name, commit_sha), _new_patch_header(repo, commit_sha) + commit_stat(repo, commit_sha)
                      + commit_diff(repo, commit_sha))
         names.append(name)
         result.added.append(name)

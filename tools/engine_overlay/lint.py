@@ -7,6 +7,7 @@ from pathlib import Path
 from .config import VERSIONS_FILE, Project, parse_versions
 from .errors import OverlayError
 from .overlay_files import collect
+from .paths import safe_join
 from .problems import Problem
 from .series import parse_patch, parse_series, valid_upstream_status
 
@@ -24,8 +25,13 @@ def lint_project(root: Path) -> tuple[Project | None, list[Problem]]:
         except OverlayError as exc:
             problems.append(Problem(exc.path or str(engine.overlay), exc.line or 0, exc.message))
         problems += _pin_selection_problems(engine)
-        for path in engine.replaces:
-            if not (engine.overlay / path).is_file():
+        for path in engine.replaces:  # checked as relative paths by config; no symlink on the way either
+            try:
+                exists = safe_join(engine.overlay, path).is_file()
+            except OverlayError as exc:
+                problems.append(Problem(VERSIONS_FILE, 0, f"[{engine.name}] replaces: {exc.message}"))
+                continue
+            if not exists:
                 problems.append(Problem(VERSIONS_FILE, 0, f"[{engine.name}] replaces '{path}' but "
                                         f"{engine.overlay.relative_to(root) / path} does not exist"))
     return project, sorted(set(problems), key=lambda p: (p.file, p.line, p.message))

@@ -73,13 +73,35 @@ def write_json_atomic(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path, what: str, hint: str) -> dict | None:
+Schema = dict[str, "type | None | tuple[type | None, ...]"]
+
+
+def read_json(path: Path, what: str, hint: str, schema: Schema | None = None) -> dict | None:
+    """A JSON object the tool wrote earlier, or None when there is none.
+
+    The file lives in a repository or site-packages and may have been edited by
+    anyone: anything unreadable, nested too deeply for the parser, not an object,
+    or (with *schema*: key -> type, a tuple for several) of the wrong types is one
+    :class:`OverlayError` naming the file. None in the types allows null or a
+    missing key (files written by older versions lack it); other keys are required.
+    """
     if not path.exists():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise OverlayError(f"{what} is unreadable or corrupt: {exc}", path=path, hint=hint) from exc
     if not isinstance(data, dict):
         raise OverlayError(f"{what} is corrupt (not a JSON object)", path=path, hint=hint)
+    for key, types in (schema or {}).items():
+        allowed = types if isinstance(types, tuple) else (types,)
+        if not any(_is(data.get(key), t) for t in allowed):
+            names = " or ".join("null" if t is None else t.__name__ for t in allowed)
+            raise OverlayError(f"{what} is corrupt: '{key}' must be {names}", path=path, hint=hint)
     return data
+
+
+def _is(value: object, kind: type | None) -> bool:
+    if kind is None:
+        return value is None
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))  # JSON true is no number

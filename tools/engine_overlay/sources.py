@@ -4,6 +4,9 @@ Layout of the cache (platformdirs' user cache, or $ENGINE_OVERLAY_CACHE):
   downloads/<file>                  verified archives (a `.part` file while downloading)
   trees/<engine>-<version>/         git work tree, one commit `upstream <engine> <version>`,
                                     tag `upstream/<engine>-<version>`
+  locks/<engine>-<version>.lock     one fetch at a time per tree
+Every one of these paths is built by :func:`cache_path` (one plain name, no symlink on
+the way) and only directories inside the cache are ever deleted.
 """
 
 from __future__ import annotations
@@ -198,15 +201,15 @@ def _plan(archive: Path, members: list[_Member], strip: bool) -> list[tuple[str,
     """
     split = []
     for m in members:
-        if m.name.startswith("/") or "\0" in m.name:
+        if m.name.startswith("/"):
             raise _refuse(archive, m.name, "has an absolute name")
-        parts = _normal(m.name).split("/") if _normal(m.name) else []
-        if parts:
+        normal = _normal(m.name)  # `./pkg-1.0/x` and `pkg-1.0//x` are common and harmless
+        if normal:
             try:
-                paths.check_relpath("/".join(parts))
+                paths.check_relpath(normal)
             except OverlayError as exc:
                 raise _refuse(archive, m.name, f"is refused ({exc.message})") from None
-        split.append(parts)
+        split.append(normal.split("/") if normal else [])
     named = [(p, m) for p, m in zip(split, members, strict=True) if p]
     if strip and len({p[0] for p, _ in named}) == 1 and all(len(p) > 1 or m.kind == "dir" for p, m in named):
         named = [(p[1:], m) for p, m in named if len(p) > 1]
@@ -220,7 +223,7 @@ def _plan(archive: Path, members: list[_Member], strip: bool) -> list[tuple[str,
             if "/".join(prefix[:depth]) in links:
                 raise _refuse(archive, m.name, f"goes through the symlink {'/'.join(prefix[:depth])!r}")
         if rel in seen and (rel in links or m.kind in ("symlink", "hardlink")):
-            raise _refuse(archive, m.name, "replaces a link of the same name")
+            raise _refuse(archive, m.name, "repeats the name of another member, and one of them is a link")
         seen.add(rel)
         if m.kind == "symlink":
             _check_symlink(archive, rel, m, links)
