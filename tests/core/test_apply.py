@@ -69,12 +69,16 @@ def test_offsets_are_reported_never_fuzz(tmp_path, upstream, run_cli):
     assert code == 0, out
     hunk = data["patches"][0]["files"][0]["hunks"][0]
     assert data["patches"][0]["status"] == "offset" and hunk["offset"] == 3
-    # a changed context line is never fuzzed over: it takes a reported 3-way merge
+    # a changed context line is never fuzzed over: without --3way it fails, as `git apply` does;
+    # with it, it takes a reported 3-way merge
     git(upstream, "checkout", "-q", "main")
     git(upstream, "branch", "-D", "overlay/demo-1.0.0")
     (upstream / "pkg/a.py").write_text(BASE["pkg/a.py"].replace("line 28\n", "line 28 edited\n"))
     git(upstream, "commit", "-qam", "context edited")
     code, out, data = run_cli("--format", "json", "apply", "demo", "--checkout", str(upstream), project=project)
+    assert code == 1 and data["patches"][0]["status"] == "failed"
+    code, out, data = run_cli("--format", "json", "apply", "demo", "--3way", "--checkout", str(upstream),
+                              project=project)
     assert code == 0, out
     assert data["patches"][0]["status"] == "3-way"
     assert data["patches"][0]["files"][0]["hunks"][0]["status"] == "3-way"
@@ -105,7 +109,7 @@ def test_three_way_when_blob_is_known(tmp_path, upstream, run_cli):
     project = make_project(tmp_path / "proj", {"0001-d.patch": diff})
     (upstream / "pkg/b.py").write_text("alpha\nBETA (upstream)\ngamma\ndelta\n")
     git(upstream, "commit", "-qam", "upstream edits context")
-    code, out, data = run_cli("--format", "json", "apply", "demo", "--checkout", str(upstream), project=project)
+    code, out, data = run_cli("--format", "json", "apply", "demo", "-3", "--checkout", str(upstream), project=project)
     assert code == 0, out
     assert data["patches"][0]["status"] == "3-way"
     assert (upstream / "pkg/b.py").read_text() == "alpha\nBETA (upstream)\ngamma\nDELTA\n"
@@ -312,7 +316,8 @@ def test_three_way_verdict_per_hunk(tmp_path, upstream, run_cli):
                                        .replace("line 28\n", "line 28 (upstream)\n"))
     git(upstream, "commit", "-qam", "upstream edits both regions")
     before = repo_state(upstream)
-    code, out, data = run_cli("--format", "json", "apply", "demo", "--checkout", str(upstream), project=project)
+    code, out, data = run_cli("--format", "json", "apply", "demo", "--3way", "--checkout", str(upstream),
+                              project=project)
     assert code == 1
     hunks = data["patches"][0]["files"][0]["hunks"]
     assert [(h["index"], h["status"]) for h in hunks] == [(1, "failed"), (2, "3-way")]

@@ -40,6 +40,7 @@ class ApplyOptions:
     branch: str | None = None
     rebuild: bool = False  # recreate an existing overlay branch whose series changed
     remove_empty: bool = False  # like `patch -E` / dpkg-source: drop files a patch leaves empty
+    three_way: bool = False  # like `git am -3`: merge a file whose hunks do not match from its index blob
 
 
 @dataclass
@@ -269,7 +270,8 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
         state = GitTreeState(repo, head)  # the stored blobs, as `git apply --index` reads them
         try:
             result = plan(state, payload.patches, payload.overlay_files, payload.replaces,
-                          overlay_label=f"overlay: {payload.label} files", remove_empty=opts.remove_empty)
+                          overlay_label=f"overlay: {payload.label} files", remove_empty=opts.remove_empty,
+                          three_way=opts.three_way)
             if result.ok and not opts.check:
                 _refuse_untracked_in_the_way(repo, result, state if head == orig_head else None)
         finally:

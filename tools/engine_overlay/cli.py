@@ -157,6 +157,8 @@ def _target_options(func):
 @click.option("--force-base", is_flag=True, help="Apply even if the base is not the pinned version.")
 @click.option("--branch", help="Branch to create (default overlay/<engine>-<version>).")
 @click.option("--rebuild", is_flag=True, help="Recreate the overlay branch if the series changed since.")
+@click.option("-3", "--3way", "three_way", is_flag=True,
+              help="Like `git am -3`: merge a file whose hunks do not match from the blob its index line names.")
 @click.option("--remove-empty", is_flag=True,
               help="Delete files a patch leaves empty, like `patch -E` (dpkg-source); quilt keeps them.")
 @click.option("--series", "series_path", type=click.Path(exists=True, path_type=Path),
@@ -164,7 +166,7 @@ def _target_options(func):
 @click.option("--abort", "do_abort", is_flag=True, help="Restore the checkout after an interrupted run.")
 @click.option("--continue", "do_continue", is_flag=True, help="Finish an interrupted run.")
 def apply(engine, version, checkout, installed, site, check, keep, force_base, branch, rebuild, remove_empty,
-          series_path, do_abort, do_continue) -> None:
+          three_way, series_path, do_abort, do_continue) -> None:
     """Apply ENGINE's series and overlay files (to the fetched tree by default)."""
     from . import gitops
     from .apply import (
@@ -179,7 +181,7 @@ def apply(engine, version, checkout, installed, site, check, keep, force_base, b
     if installed and checkout:
         raise click.UsageError("--installed and --checkout exclude each other")
     opts = ApplyOptions(check=check, keep=keep, force_base=force_base, branch=branch, rebuild=rebuild,
-                        remove_empty=remove_empty)
+                        remove_empty=remove_empty, three_way=three_way)
     if series_path is not None:
         if checkout is None:
             raise click.UsageError("--series needs --checkout PATH")

@@ -224,8 +224,10 @@ def _three_way(current: bytes, e: _Entry, state: TreeState) -> tuple[bytes | Non
 class GitPatchPlan:
     """Checks and applies the entries of one patch against *state*; see the module docstring."""
 
-    def __init__(self, state: TreeState, files: list[FilePatch], reverse: bool, origin: str) -> None:
+    def __init__(self, state: TreeState, files: list[FilePatch], reverse: bool, origin: str,
+                 three_way: bool = False) -> None:
         self.state = state
+        self.three_way = three_way
         self.origin = origin
         self.entries = [_entry(fp, reverse) for fp in files]
         self.fn: dict[str, object] = {}
@@ -340,7 +342,7 @@ class GitPatchPlan:
     def _fallback(self, e: _Entry, image: bytes, hunks: list[H.HunkResult]):
         if not e.reverse and already_applied(image, e.fp.hunks):
             raise _Refused("change already present", hunks, status=ALREADY)
-        merged, colliding = _three_way(image, e, self.state)
+        merged, colliding = _three_way(image, e, self.state) if self.three_way else (None, None)
         if colliding is not None:
             hunks = [H.HunkResult(r.index, r.status if r.status != H.FAILED else (H.FAILED if hit else H.THREE_WAY),
                                   r.offset, r.line, r.at) for r, hit in zip(hunks, colliding, strict=True)]

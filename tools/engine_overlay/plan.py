@@ -179,16 +179,16 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
     return FileResult(shown, action, status, results)
 
 
-def _plan_patch(state: TreeState, patch: Patch, reverse: bool) -> tuple[list[FileResult], dict]:
+def _plan_patch(state: TreeState, patch: Patch, reverse: bool, three_way: bool) -> tuple[list[FileResult], dict]:
     """Per-file results and the changes of one patch: git's rules for `diff --git` patches,
     GNU patch's for traditional diffs (the form decides, as it does for `git apply` vs quilt)."""
     origin = str(patch.path)
     if patch.files and all(fp.git for fp in patch.files):
-        return GitPatchPlan(state, patch.files, reverse, origin).run()
+        return GitPatchPlan(state, patch.files, reverse, origin, three_way).run()
     changes: dict[str, tuple[bytes | None, int]] = {}
     files: list[FileResult] = []
     scratch = state.fork()
-    read_blob = state.blob
+    read_blob = state.blob if three_way else None
     for fp in patch.files:
         try:
             files.append(_apply_file(scratch, patch, fp, patch.strip, reverse, read_blob, changes))
@@ -229,11 +229,14 @@ def commit_message(patch: Patch) -> str:
 
 
 def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: list[OverlayFile],
-         replaces: tuple[str, ...] = (), overlay_label: str = "overlay files", remove_empty: bool = False) -> Plan:
+         replaces: tuple[str, ...] = (), overlay_label: str = "overlay files", remove_empty: bool = False,
+         three_way: bool = False) -> Plan:
     """Plan every patch (reverse flag per patch) then the overlay files, in memory.
 
     *remove_empty* deletes files a patch leaves empty, like `patch -E` (what
-    dpkg-source does; quilt and git keep them).
+    dpkg-source does; quilt and git keep them). *three_way*: a file whose hunks do
+    not match is merged from the blob its `index` line names (`git am -3`); without
+    it the result is exactly `git apply`'s, or a refusal.
     """
     results: list[PatchResult] = []
     commits: list[PlannedCommit] = []
@@ -246,7 +249,7 @@ def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: lis
             results.append(PatchResult(patch.label, FAILED, patch.sha256,
                                        message=f"{where}: {first.message}{more}"))
             continue
-        files, changes = _plan_patch(state, patch, reverse)
+        files, changes = _plan_patch(state, patch, reverse, three_way)
         statuses = {f.status for f in files}
         if FAILED in statuses:
             status = FAILED

@@ -138,7 +138,7 @@ def preview(engine: Engine, to_version: str, from_version: str | None = None,
     payload = engine_payload(engine, to_pin)
     with tempfile.TemporaryDirectory(prefix="overlay-preview-") as tmp:
         clone = _throwaway(new_repo, new_tag, old_repo, Path(tmp) / "tree")
-        report = apply_git(clone, payload, ApplyOptions(branch="overlay-preview"), "preview")
+        report = apply_git(clone, payload, ApplyOptions(branch="overlay-preview", three_way=True), "preview")
         report.command = "preview-upgrade"
         report.target = str(gitops.work_root(new_repo))
         report.branch = None
@@ -390,7 +390,7 @@ def _run(project: Project, engine: Engine, repo: git.Repo, state: dict) -> dict:
         patch = _patch_for(engine, entry)
         tree = GitTreeState(gitops.open_repo(root), "HEAD")
         try:
-            outcome = plan(tree, [(patch, entry[2])], [])
+            outcome = plan(tree, [(patch, entry[2])], [], three_way=True)
         finally:
             tree.close()
         result = outcome.patches[0]
@@ -444,7 +444,7 @@ def _finish(project: Project, engine: Engine, repo: git.Repo, state: dict) -> di
     pin = fresh.pin(state["to"])
     repo.git.checkout("-q", "--detach", state["base"])
     gitops.delete_branch(repo, state["branch"])
-    report = apply_git(repo, engine_payload(fresh, pin), ApplyOptions(branch=state["branch"]), "tree", locked=True)
+    report = apply_git(repo, engine_payload(fresh, pin), ApplyOptions(branch=state["branch"], three_way=True), "tree", locked=True)
     if report.status != "applied":
         raise CheckFailed("re-applying the refreshed series failed", path=series_path,
                           hint="inspect with `overlay apply --check`")

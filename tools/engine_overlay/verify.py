@@ -597,7 +597,7 @@ def verify_engine(project: Project, engine: Engine, version: str | None = None,
     payload = engine_payload(engine, pin)
     state = GitTreeState(repo, rev)
     try:
-        result = plan(state, payload.patches, payload.overlay_files, payload.replaces)
+        result = plan(state, payload.patches, payload.overlay_files, payload.replaces, three_way=True)
     finally:
         state.close()
     for patch in result.patches:
