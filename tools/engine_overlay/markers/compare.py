@@ -9,7 +9,10 @@ so an unchanged block is never reported as changed because its lines shifted.
 
 from __future__ import annotations
 
+import bisect
 import difflib
+import re
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 from .snapshot import Block, Snapshot
@@ -17,7 +20,13 @@ from .snapshot import Block, Snapshot
 MODIFIED_MIN = 0.5  # same file and scope: at least this similar to count as the same block
 MOVED_MIN = 0.8  # another scope or file: must be this similar
 ELSEWHERE_MIN_CHARS = 12  # bodies shorter than this are too generic to find unmarked elsewhere
+ELSEWHERE_SCANS = 16  # lost blocks searched for file by file; for more, one pass indexes the tree
 FAILING = ("modified", "moved", "lost")
+PAIR_BUDGET = 10_000  # similarity pairs a pass scores exhaustively; beyond, only likely candidates
+NEAR = 8  # over budget: this many free blocks on each side, by position in the same scope
+LIKELY = 16  # over budget: and this many sharing the most words or anchors
+COMMON = 32  # over budget: a word or anchor held by more current blocks than this says nothing
+WORD = re.compile(r"\w{3,}")
 
 LOST_CODE_REMOVED = "code-removed"
 LOST_MARKERS_REMOVED = "markers-removed"
@@ -101,15 +110,15 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
         if len(idx) == 1 and len(cur_ids.get(bid, [])) == 1:
             take(idx[0], cur_ids[bid][0])
 
-    finder = _UnmarkedFinder(current)
+    finder = _UnmarkedFinder(current, base)
 
     def exact(key, skip: set[int]) -> None:
-        slots: dict[tuple, list[int]] = {}
+        slots: dict[tuple, deque[int]] = {}
         for j in sorted(free, key=lambda j: (cur[j].file, cur[j].start_line)):
-            slots.setdefault(key(cur[j]), []).append(j)
+            slots.setdefault(key(cur[j]), deque()).append(j)
         for i, b in enumerate(base):
             if i not in pair and i not in skip and slots.get(key(b)):
-                take(i, slots[key(b)].pop(0))
+                take(i, slots[key(b)].popleft())
 
     # 2. exact body: same file+scope, then same file, then anywhere (in line order) — but a
     #    block whose code is still in its file without markers lost its markers: never "moved"
@@ -122,33 +131,33 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
     exact(lambda x: (x.hash,), stays)
 
     # an inline-tagged line that a new fence now wraps, tag and code unchanged, is intact
+    fenced: dict[tuple, list[int]] = defaultdict(list)  # (file, qualname, inline tag, body line) -> blocks
+    for j, c in enumerate(cur):
+        if c.kind == "fenced":
+            for tag in dict.fromkeys(t.tag for t in c.inline_tags):
+                for line in dict.fromkeys(c.body):
+                    fenced[(c.file, c.qualname, tag, line)].append(j)
     wrapped: dict[int, int] = {}
     for i, b in enumerate(base):
         if i in pair or b.kind != "inline" or not b.body:
             continue
-        for j, c in enumerate(cur):
-            if (c.kind == "fenced" and c.file == b.file and c.qualname == b.qualname
-                    and any(t.tag == b.tag for t in c.inline_tags) and _contains(c.body, b.body)):
-                wrapped[i] = j
-                break
+        j = next((j for j in fenced.get((b.file, b.qualname, b.tag, b.body[0]), ())
+                  if _contains(cur[j].body, b.body)), None)
+        if j is not None:
+            wrapped[i] = j
     stays |= set(wrapped)
 
     # 3. similar body: same file+scope (or anchored in place), then elsewhere
     for same_place in (True, False):
         cands: list[tuple[float, int, int]] = []
-        for i, b in enumerate(base):
-            if i in pair or i in stays:
+        todo = [i for i in range(len(base)) if i not in pair and i not in stays]
+        for i, j in _candidates(base, cur, todo, sorted(free), same_place):
+            b, c = base[i], cur[j]
+            if not same_place and difflib.SequenceMatcher(None, "\n".join(b.body), "\n".join(c.body)).quick_ratio() < MOVED_MIN:
                 continue
-            for j in free:
-                c = cur[j]
-                here = c.file == b.file and c.qualname == b.qualname
-                if here != same_place:
-                    continue
-                if not same_place and difflib.SequenceMatcher(None, "\n".join(b.body), "\n".join(c.body)).quick_ratio() < MOVED_MIN:
-                    continue
-                s = similarity(b.body, c.body)
-                if s >= (MODIFIED_MIN if same_place else MOVED_MIN) or (same_place and s > 0 and _anchored(b, c)):
-                    cands.append((s, i, j))
+            s = similarity(b.body, c.body)
+            if s >= (MODIFIED_MIN if same_place else MOVED_MIN) or (same_place and s > 0 and _anchored(b, c)):
+                cands.append((s, i, j))
         for _s, i, j in sorted(cands, key=lambda t: (-t[0], t[1], t[2])):
             if i not in pair and j in free:
                 take(i, j)
@@ -185,75 +194,172 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
     return results
 
 
+def _place(x: Block) -> tuple[str, str]:
+    return x.file, x.qualname
+
+
+def _keys(x: Block) -> set:
+    words = {w for line in x.body for w in WORD.findall(line)}
+    return {*words, *(("before", a) for a in x.anchors_before[:1]), *(("after", a) for a in x.anchors_after[:1])}
+
+
+def _candidates(base: list[Block], cur: list[Block], todo: list[int], free: list[int], same_place: bool):
+    """The (baseline, current) pairs pass 3 scores: in the same scope, or elsewhere.
+
+    Every pair while the pass stays within PAIR_BUDGET; beyond (thousands of changed
+    blocks, say) only likely ones — the NEAR nearest by position in the same scope, and
+    the LIKELY sharing the most words or anchors — so the similarity work grows
+    linearly, not with the product of the two block counts.
+    """
+    by_place: dict[tuple, list[int]] = defaultdict(list)
+    for j in sorted(free, key=lambda j: cur[j].start_line):
+        by_place[_place(cur[j])].append(j)
+    here = {i: len(by_place.get(_place(base[i]), ())) for i in todo}
+    if sum(here[i] if same_place else len(free) - here[i] for i in todo) <= PAIR_BUDGET:
+        for i in todo:
+            own = _place(base[i])
+            for place, js in by_place.items():
+                if (place == own) == same_place:
+                    yield from ((i, j) for j in js)
+        return
+    holders: dict[object, list[int]] = defaultdict(list)
+    for j in free:
+        for key in _keys(cur[j]):
+            holders[key].append(j)
+    todo_at: dict[tuple, list[int]] = defaultdict(list)
+    for i in sorted(todo, key=lambda i: base[i].start_line):
+        todo_at[_place(base[i])].append(i)
+    for place, group in todo_at.items():
+        pool = by_place.get(place, [])  # in line order
+        for rank, i in enumerate(group):
+            near: set[int] = set()
+            if same_place:  # the same rank among the scope's free current blocks, scaled to their number
+                at = rank * len(pool) // len(group)
+                near.update(pool[max(0, at - NEAR):at + NEAR + 1])
+            shared: Counter[int] = Counter()
+            for key in _keys(base[i]):
+                if len(holders.get(key, ())) <= COMMON:
+                    shared.update(holders.get(key, ()))
+            near.update(j for j, _ in shared.most_common(LIKELY))
+            for j in sorted(near):
+                if (_place(cur[j]) == _place(base[i])) == same_place:
+                    yield i, j
+
+
+class _Lines:
+    """A file's non-blank lines without whitespace, and where each occurs: finding a body
+    costs the occurrences of its rarest line, not a scan of the file per block."""
+
+    def __init__(self, lines: list[str]) -> None:
+        code = [(n, "".join(ln.split())) for n, ln in enumerate(lines, 1) if ln.strip()]
+        self.numbers = [n for n, _ in code]
+        self.keys = [k for _, k in code]
+        self.where: dict[str, list[int]] = defaultdict(list)
+        for idx, key in enumerate(self.keys):
+            self.where[key].append(idx)
+
+    def find(self, body: list[str], skip) -> int | None:
+        """First 1-based line where the whitespace-insensitive *body* starts and ``skip(line)`` is false."""
+        want = [ln.replace(" ", "") for ln in body]
+        k = min(range(len(want)), key=lambda k: len(self.where.get(want[k], ())))
+        for pos in self.where.get(want[k], ()):
+            start = pos - k
+            if start >= 0 and self.keys[start:start + len(want)] == want and not skip(self.numbers[start]):
+                return self.numbers[start]
+        return None
+
+
+def _covered(spans: list[tuple[int, int]]):
+    """Is a line inside one of *spans*? Merged and bisected, as inline spans may overlap."""
+    merged: list[list[int]] = []
+    for first, last in sorted(spans):
+        if merged and first <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    starts = [first for first, _ in merged]
+
+    def inside(line: int) -> bool:
+        k = bisect.bisect_right(starts, line) - 1
+        return k >= 0 and line <= merged[k][1]
+
+    return inside
+
+
 class _UnmarkedFinder:
     """Finds a lost block's code without its markers: same file first, then the other files."""
 
-    def __init__(self, current: Snapshot) -> None:
+    def __init__(self, current: Snapshot, blocks: list[Block]) -> None:
         self.current = current
-        self._keys: dict[str, list[str] | None] = {}
-        self._marked: dict[str, list[tuple[int, int]]] = {}
+        self._probes = {_probe(b).replace(" ", "") for b in blocks if b.body}
+        self._index: dict[str, list[str]] | None = None  # probe key -> files holding such a line
+        self._scans = 0
+        self._files: dict[str, _Lines | None] = {}
+        spans: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for c in current.blocks:
-            self._marked.setdefault(c.file, []).append((c.start_line, c.end_line))
+            spans[c.file].append((c.start_line, c.end_line))
+        self._marked = {rel: _covered(s) for rel, s in spans.items()}
+        self._located: dict[int, tuple[str, tuple[str, int] | None]] = {}
 
-    def _unmarked_at(self, rel: str, lines: list[str], body: list[str]) -> int | None:
+    def _unmarked_at(self, rel: str, lines: _Lines, body: list[str]) -> int | None:
         """First occurrence of *body* in *rel* that is not part of a current marked block."""
-        spans = self._marked.get(rel, [])
-        at = self._find(lines, body)
-        while at is not None:
-            if not any(s <= at <= e for s, e in spans):
-                return at
-            nxt = self._find(lines[at:], body)
-            at = None if nxt is None else nxt + at
-        return None
+        return lines.find(body, self._marked.get(rel, lambda _line: False))
 
-    def _file_keys(self, rel: str) -> list[str] | None:
-        if rel not in self._keys:
+    def _file_lines(self, rel: str) -> _Lines | None:
+        if rel not in self._files:
             text = self.current.read_source(rel)
-            self._keys[rel] = None if text is None else text.splitlines()
-        return self._keys[rel]
+            self._files[rel] = None if text is None else _Lines(text.splitlines())
+        return self._files[rel]
 
-    @staticmethod
-    def _find(lines: list[str], body: list[str]) -> int | None:
-        """1-based line where the whitespace-insensitive body starts (blank lines skipped)."""
-        want = [ln.replace(" ", "") for ln in body]
-        code = [(n + 1, "".join(ln.split())) for n, ln in enumerate(lines) if ln.strip()]
-        keys = [k for _, k in code]
-        for idx in range(len(keys) - len(want) + 1):
-            if keys[idx] == want[0] and keys[idx:idx + len(want)] == want:
-                return code[idx][0]
-        return None
+    def _lines_with(self, rel: str, probe: str) -> _Lines | None:
+        """*rel*'s lines when its text holds *probe* (kept for the next block), else None."""
+        text = self.current.read_source(rel)
+        if text is None or probe not in text:
+            return None
+        self._files[rel] = _Lines(text.splitlines())
+        return self._files[rel]
+
+    def _indexed(self, key: str) -> list[str]:
+        """The files with a line whose key is *key*: one pass over the tree, for the baseline's
+        probes only, so many lost blocks cost one read of each file instead of one each."""
+        if self._index is None:
+            self._index = defaultdict(list)
+            for rel in self.current.files:
+                text = self.current.read_source(rel)
+                for found in {"".join(ln.split()) for ln in (text or "").splitlines()} & self._probes:
+                    self._index[found].append(rel)
+        return self._index.get(key, [])
 
     def locate(self, b: Block) -> tuple[str, tuple[str, int] | None]:
+        if id(b) not in self._located:
+            self._located[id(b)] = self._locate(b)
+        return self._located[id(b)]
+
+    def _locate(self, b: Block) -> tuple[str, tuple[str, int] | None]:
         if not b.body:
             return "code-removed", None
-        lines = self._file_keys(b.file)
+        lines = self._file_lines(b.file)
         if lines is not None:
             at = self._unmarked_at(b.file, lines, b.body)
             if at:
                 return LOST_MARKERS_REMOVED, (b.file, at)
         if sum(len(x) for x in b.body) < ELSEWHERE_MIN_CHARS:
             return LOST_CODE_REMOVED, None
-        probe = max(b.body, key=len)
-        for rel in self.current.files:
+        probe = _probe(b)
+        self._scans += 1
+        files = self.current.files if self._scans <= ELSEWHERE_SCANS else self._indexed(probe.replace(" ", ""))
+        for rel in files:
             if rel == b.file:
                 continue
-            text = self.current.sources.get(rel)
-            if text is None:
-                if self.current.root is None:
-                    continue
-                try:
-                    raw = (self.current.root / rel).read_bytes()
-                except OSError:
-                    continue
-                if probe.encode() not in raw:
-                    continue
-                text = raw.decode("utf-8", "replace")
-            elif probe not in text:
-                continue
-            at = self._unmarked_at(rel, text.splitlines(), b.body)
+            lines = self._files[rel] if rel in self._files else self._lines_with(rel, probe)
+            at = lines and self._unmarked_at(rel, lines, b.body)
             if at:
                 return LOST_UNMARKED_ELSEWHERE, (rel, at)
         return LOST_CODE_REMOVED, None
+
+
+def _probe(b: Block) -> str:
+    return max(b.body, key=len)
 
 
 def _contains(body: list[str], part: list[str]) -> bool:

@@ -20,6 +20,7 @@ DEFAULT_INLINE_TAGS = ("Omni-new", "Omni-specific", "[Omni]", "OMNI:", "NPU-spec
 DEFAULT_GLOBS = ("*.py",)
 CONFIG_KEYS = ("tags", "inline_tags", "globs", "snapshot", "waivers")
 CLOSER_MIN_DASHES = 20
+FENCES_LISTED = 50  # fence lines named in the hint of an unpaired file
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,10 @@ def pair_fences(events: list[Event], file: str) -> tuple[list[RawBlock], list[Ev
         # Pairing by position cannot tell which fence is missing: any block recorded after
         # the fault could be upstream code between two real blocks. Record none and say
         # where every fence is, so the file is fixed instead of guessed at.
-        fences = ", ".join(str(ev.line) for ev in events if ev.kind != "inline")
+        # (at most FENCES_LISTED of them: every problem carries the list, so all of them would be quadratic)
+        lines = [str(ev.line) for ev in events if ev.kind != "inline"]
+        fences = ", ".join(lines[:FENCES_LISTED]) + (f" and {len(lines) - FENCES_LISTED} more"
+                                                     if len(lines) > FENCES_LISTED else "")
         problems = [dataclasses.replace(p, hint=f"{p.hint}; no blocks are recorded for this file until its "
                                         f"fences pair up (fences at lines {fences})") for p in problems]
         loose = loose + [ev for block in blocks for ev in block.inline]

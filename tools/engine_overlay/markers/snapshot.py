@@ -8,6 +8,7 @@ anchored by the nearest code lines around it. Output is deterministic JSON.
 from __future__ import annotations
 
 import ast
+import bisect
 import fnmatch
 import hashlib
 import json
@@ -16,12 +17,13 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import OverlayError
 from ..locking import atomic_write
+from ..paths import check_relpath, safe_join
 from .grammar import Event, Grammar, MarkerConfig, Problem, comment_start, pair_fences, scan_events
 
 SNAPSHOT_FORMAT = "engine-overlay-markers"
@@ -60,12 +62,6 @@ class Block:
     def label(self) -> str:
         return self.id or f"{self.qualname or '<module>'}"
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Block:
-        d = dict(d)
-        d["inline_tags"] = [InlineTag(**t) for t in d.get("inline_tags", [])]
-        return cls(**d)
-
 
 @dataclass
 class Snapshot:
@@ -84,7 +80,7 @@ class Snapshot:
         if self.root is None:
             return None
         try:
-            return (self.root / rel).read_bytes().decode("utf-8", "replace")
+            return safe_join(self.root, rel).read_bytes().decode("utf-8", "replace")
         except OSError:
             return None
 
@@ -106,27 +102,77 @@ class Snapshot:
                                hint="choose a writable path with -o") from None
 
 
+# The JSON types of a snapshot's entries: a type, None for null, a tuple for either, [type] for a list.
+BLOCK_TYPES = {"file": str, "kind": str, "tag": str, "start_line": int, "end_line": int, "qualname": str,
+               "body": [str], "hash": str, "id": (str, None), "anchors_before": [str], "anchors_after": [str],
+               "inline_tags": [dict], "enclosing_hash": (str, None)}
+INLINE_TYPES = {"line": int, "tag": str, "text": str}
+PROBLEM_TYPES = {"file": str, "line": (int, None), "message": str, "severity": str, "hint": (str, None)}
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    if isinstance(kind, tuple):
+        return any(_fits(value, k) for k in kind)
+    if isinstance(kind, list):
+        return isinstance(value, list) and all(_fits(v, kind[0]) for v in value)
+    if kind is None:
+        return value is None
+    return isinstance(value, kind) and (kind is not int or not isinstance(value, bool))
+
+
+def _entry(cls, data: Any, types: dict[str, Any], what: str) -> dict[str, Any]:
+    """*data* checked against *types* and *cls*'s required fields; TypeError names *what*."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{what} is not an object")
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    bad = sorted(set(data) - set(types)) + sorted(required - set(data))
+    bad += [k for k, v in data.items() if k in types and not _fits(v, types[k])]
+    if bad:
+        raise TypeError(f"{what}: field {bad[0]!r} is unknown, missing or of the wrong type")
+    return data
+
+
+def _named(rel: str, what: str) -> str:
+    """A file name from the snapshot, inside the tree it describes (it is read from there)."""
+    try:
+        return check_relpath(rel)
+    except OverlayError as e:
+        raise TypeError(f"{what}: {e.message}") from None
+
+
 def read_snapshot(path: Path) -> Snapshot:
-    """Load a snapshot file; any damage is one OverlayError naming the file."""
+    """Load a snapshot file; any damage (bad JSON, deep nesting, wrong types, a file name
+    outside the tree) is one OverlayError naming the file and the entry."""
     hint = "re-create it with `overlay markers snapshot -o FILE`"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise OverlayError("snapshot file not found", path=path, hint=hint) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise OverlayError(f"not a readable snapshot (invalid JSON: {e})", path=path, hint=hint) from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else f"invalid JSON: {e}"
+        raise OverlayError(f"not a readable snapshot ({reason})", path=path, hint=hint) from None
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
         raise OverlayError(f"not a marker snapshot (missing \"format\": \"{SNAPSHOT_FORMAT}\")", path=path, hint=hint)
     if data.get("version") != SNAPSHOT_VERSION:
         raise OverlayError(f"unsupported snapshot version {data.get('version')!r} (expected {SNAPSHOT_VERSION})", path=path, hint=hint)
     try:
         config = MarkerConfig.from_dict(data.get("config", {}), str(path))
-        blocks = [Block.from_dict(b) for b in data["blocks"]]
-        problems = [Problem(**p) for p in data.get("problems", [])]
-        for b in blocks:
-            if not (isinstance(b.file, str) and isinstance(b.start_line, int) and isinstance(b.body, list)):
-                raise TypeError(f"bad block at {b.file}:{b.start_line}")
-    except (KeyError, TypeError, AttributeError) as e:
+        if not isinstance(data.get("blocks"), list) or not isinstance(data.get("problems", []), list):
+            raise TypeError("'blocks' and 'problems' must be lists")
+        blocks = []
+        for n, raw in enumerate(data["blocks"], 1):
+            what = f"block #{n}"
+            d = _entry(Block, raw, BLOCK_TYPES, what)
+            _named(d["file"], what)
+            tags = [InlineTag(**_entry(InlineTag, t, INLINE_TYPES, f"{what}, inline tag #{k}"))
+                    for k, t in enumerate(d.get("inline_tags", []), 1)]
+            blocks.append(Block(**{**d, "inline_tags": tags}))
+        problems = []
+        for n, raw in enumerate(data.get("problems", []), 1):
+            d = _entry(Problem, raw, PROBLEM_TYPES, f"problem #{n}")
+            _named(d["file"], f"problem #{n}")
+            problems.append(Problem(**d))
+    except TypeError as e:
         raise OverlayError(f"malformed snapshot: {e}", path=path, hint=hint) from None
     return Snapshot(config, blocks, problems)
 
@@ -166,6 +212,11 @@ def _scopes(tree: ast.Module, event_lines: set[int]) -> tuple[list[Scope], set[i
     """
     scopes: list[Scope] = []
     spanning: list[ast.stmt] = []
+    ordered = sorted(event_lines)
+
+    def events_in(first: int, last: int) -> list[int]:
+        """Event lines in first < line <= last (bisect: a scan per statement would be quadratic)."""
+        return ordered[bisect.bisect_right(ordered, first):bisect.bisect_right(ordered, last)]
 
     def visit(body: list[ast.stmt], prefix: str) -> None:
         for node in body:
@@ -188,7 +239,7 @@ def _scopes(tree: ast.Module, event_lines: set[int]) -> tuple[list[Scope], set[i
                 visit(case.body, prefix)
                 nested = True
             if not nested and node.end_lineno and node.end_lineno > node.lineno:
-                if any(node.lineno < ln <= node.end_lineno for ln in event_lines):
+                if events_in(node.lineno, node.end_lineno):
                     spanning.append(node)
 
     visit(tree.body, "")
@@ -196,17 +247,31 @@ def _scopes(tree: ast.Module, event_lines: set[int]) -> tuple[list[Scope], set[i
     for stmt in spanning:
         for n in ast.walk(stmt):
             if isinstance(n, ast.Constant) and isinstance(n.value, (str, bytes)) and n.end_lineno and n.end_lineno > n.lineno:
-                in_string.update(ln for ln in event_lines if n.lineno < ln <= n.end_lineno)
+                in_string.update(events_in(n.lineno, n.end_lineno))
     return scopes, in_string
 
 
-def _enclosing(scopes: list[Scope], fence_line: int, first_code: int) -> Scope | None:
-    best: Scope | None = None
-    for s in scopes:
-        if s.start < fence_line and s.end >= first_code:
-            if best is None or s.start >= best.start:
-                best = s
-    return best
+def _enclosing_finder(scopes: list[Scope]):
+    """``find(fence_line, first_code)``: the innermost scope opened before *fence_line* that
+    reaches *first_code*, for queries in line order. Scopes nest, so one stack swept down the
+    file answers each query in O(depth) — a scan of every scope per block would be quadratic."""
+    order = sorted(scopes, key=lambda s: s.start)  # stable: an outer scope before an inner one on its line
+    stack: list[Scope] = []
+    pending = iter(order)
+    nxt = next(pending, None)
+
+    def find(fence_line: int, first_code: int) -> Scope | None:
+        nonlocal nxt
+        while nxt is not None and nxt.start < fence_line:
+            while stack and stack[-1].end < nxt.start:
+                stack.pop()
+            stack.append(nxt)
+            nxt = next(pending, None)
+        while stack and stack[-1].end < fence_line:
+            stack.pop()
+        return next((s for s in reversed(stack) if s.end >= first_code), None)
+
+    return find
 
 
 # --- scanning one file -------------------------------------------------------------------------
@@ -231,6 +296,7 @@ def scan_text(text: str, file: str, config: MarkerConfig, grammar: Grammar | Non
     raw, loose, pair_problems = pair_fences(events, file)
     problems.extend(pair_problems)
 
+    code_lines = [n for n, ln in enumerate(lines, 1) if _is_code(ln)]
     marked: set[int] = set()
     spans: list[tuple[int, int, str, str | None, str, list[Event]]] = []
     for rb in raw:
@@ -238,18 +304,23 @@ def scan_text(text: str, file: str, config: MarkerConfig, grammar: Grammar | Non
         spans.append((rb.start_line, rb.end_line, "fenced", rb.id, rb.tag, rb.inline))
     for ev in loose:
         if ev.whole_line:
-            target = next((i for i in range(ev.line + 1, len(lines) + 1) if _is_code(lines[i - 1])), None)
+            at = bisect.bisect_right(code_lines, ev.line)
+            target = code_lines[at] if at < len(code_lines) else None
             if target is None:
                 problems.append(Problem(file, ev.line, f"inline tag '{ev.tag}' does not precede any code line", severity="warning"))
                 continue
             spans.append((ev.line, target, "inline", None, ev.tag, [ev]))
-            marked.update(range(ev.line, target + 1))
+            # the lines between are comments or blanks, which neither anchors nor scope hashes
+            # use: marking only these two keeps a run of tag lines linear
+            marked.update((ev.line, target))
         else:
             spans.append((ev.line, ev.line, "inline", None, ev.tag, [ev]))
             marked.add(ev.line)
 
     scope_hashes: dict[str, str] = {}
     blocks: list[Block] = []
+    anchors = [n for n in code_lines if n not in marked]  # unmarked code lines, found by bisect
+    enclosing = _enclosing_finder(scopes)
     for start, end, kind, bid, tag, inl in sorted(spans, key=lambda s: s[0]):
         if kind == "fenced":
             body_lines = lines[start:end - 1]
@@ -264,12 +335,13 @@ def scan_text(text: str, file: str, config: MarkerConfig, grammar: Grammar | Non
             first_code = end
             tags = [InlineTag(ev.line, ev.tag, ev.text)]
         body = normalise(body_lines)
-        scope = _enclosing(scopes, start, first_code)
+        scope = enclosing(start, first_code)
+        before, after = bisect.bisect_left(anchors, start), bisect.bisect_right(anchors, end)
         blocks.append(Block(
             file=file, kind=kind, tag=tag, start_line=start, end_line=end,
             qualname=scope.qualname if scope else "", body=body, hash=body_hash(body), id=bid,
-            anchors_before=_anchors(lines, start - 1, -1, marked),
-            anchors_after=_anchors(lines, end + 1, 1, marked),
+            anchors_before=_anchors(lines, reversed(anchors[max(0, before - ANCHOR_LINES):before])),
+            anchors_after=_anchors(lines, anchors[after:after + ANCHOR_LINES]),
             inline_tags=tags,
             enclosing_hash=_scope_hash(lines, scope, marked, scope_hashes) if scope and scope.is_function else None,
         ))
@@ -283,13 +355,8 @@ def _strip_comment(line: str) -> str:
     return line[:pos] if pos >= 0 else line
 
 
-def _anchors(lines: list[str], lineno: int, step: int, marked: set[int]) -> list[str]:
-    out: list[str] = []
-    while 1 <= lineno <= len(lines) and len(out) < ANCHOR_LINES:
-        if lineno not in marked and _is_code(lines[lineno - 1]):
-            out.append(" ".join(lines[lineno - 1].split()))
-        lineno += step
-    return out
+def _anchors(lines: list[str], numbers: Iterable[int]) -> list[str]:
+    return [" ".join(lines[n - 1].split()) for n in numbers]
 
 
 def _scope_hash(lines: list[str], scope: Scope, marked: set[int], cache: dict[str, str]) -> str:
@@ -334,7 +401,7 @@ def list_files(root: Path, paths: list[str] | None, config: MarkerConfig) -> lis
                 if e.is_dir(follow_symlinks=False):
                     if e.name not in SKIP_DIRS:
                         walk(e.path, rel + "/")
-                elif match(rel) and e.is_file():
+                elif match(rel) and e.is_file(follow_symlinks=False):  # a link may point out of the tree
                     out.append(rel)
 
     if not paths:
@@ -409,8 +476,7 @@ def take_snapshot(
         hits = _python_filter(root_s, files, needles)
     texts = {}
     for rel in sorted(hits):
-        with open(os.path.join(root_s, rel), "rb") as fh:
-            texts[rel] = fh.read().decode("utf-8", "replace")
+        texts[rel] = safe_join(root, rel).read_bytes().decode("utf-8", "replace")
     snap = snapshot_from_texts(texts, config)
     snap.root, snap.files = root, files
     return snap

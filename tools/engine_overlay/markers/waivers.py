@@ -16,6 +16,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from ..errors import OverlayError
+from ..paths import check_relpath
 from .compare import FAILING, BlockResult
 from .grammar import Problem
 
@@ -69,7 +70,9 @@ def load_waivers(path: Path) -> list[Waiver]:
         doc = tomlkit.parse(path.read_text(encoding="utf-8")).unwrap()
     except FileNotFoundError:
         raise OverlayError("waiver file not found", path=path, hint="pass an existing file to --waivers") from None
-    except (OSError, UnicodeDecodeError, TOMLKitError) as e:
+    except RecursionError:
+        raise OverlayError("waiver file is not valid TOML: nested too deeply", path=path, hint=hint) from None
+    except (OSError, UnicodeDecodeError, ValueError, TOMLKitError) as e:
         raise OverlayError(f"waiver file is not valid TOML: {e}", path=path, hint=hint) from None
     extra = set(doc) - {"waiver"}
     if extra:
@@ -92,6 +95,11 @@ def load_waivers(path: Path) -> list[Waiver]:
             raise OverlayError(f"{where}: a reason is required", path=path, hint=hint)
         if "id" not in e and not all(k in e for k in ("file", "qualname", "hash")):
             raise OverlayError(f"{where}: name the block by id, or by file + qualname + hash", path=path, hint=hint)
+        if "file" in e:
+            try:
+                check_relpath(e["file"])
+            except OverlayError as err:
+                raise OverlayError(f"{where}: file: {err.message}", path=path, hint=hint) from None
         if "hash" in e and len(e["hash"]) < 8:
             raise OverlayError(f"{where}: hash must have at least 8 characters", path=path, hint=hint)
         if "upstream" not in e and "expires" not in e:
