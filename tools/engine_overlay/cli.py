@@ -57,6 +57,12 @@ class OverlayGroup(click.Group):
                                  hint="check free space and permissions, then run again")
             ui.emit_error(error, ui.app_context(ctx).fmt)
             ctx.exit(error.exit_code)
+        except (RecursionError, MemoryError) as exc:  # hostile input: nested too deeply, or huge
+            what = "nested too deeply" if isinstance(exc, RecursionError) else "too large"
+            error = OverlayError(f"an input is {what} to process ({type(exc).__name__})", exit_code=EXIT_CHECK_FAILED,
+                                 hint="a file this command reads (patch, overlay, snapshot, archive) is malformed")
+            ui.emit_error(error, ui.app_context(ctx).fmt)
+            ctx.exit(error.exit_code)
         except Exception as exc:
             # gitpython is imported only by the commands that use it; its errors end up here
             gitpython = sys.modules.get("git")
@@ -421,4 +427,26 @@ def diff_upstream_cmd(engine, from_version, to_version, paths) -> None:
 
 
 def main() -> None:
-    cli(prog_name="overlay")
+    """The `overlay` entry point: what escapes OverlayGroup.invoke (Ctrl-C while options are
+    parsed or `--help` imports the lazy commands, an error while one is reported) never
+    becomes a traceback either — Ctrl-C is one line and status 130, click's own errors keep
+    their message and status, and a RecursionError or MemoryError is one message and status 1."""
+    try:
+        code = cli.main(prog_name="overlay", standalone_mode=False)
+    except click.exceptions.Abort as exc:
+        if not isinstance(exc.__cause__, KeyboardInterrupt):
+            sys.stderr.write("Aborted!\n")
+            sys.exit(1)
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (RecursionError, MemoryError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else "too large"
+        sys.stderr.write(f"error: an input is {what} to process ({type(exc).__name__})\n")
+        sys.exit(EXIT_CHECK_FAILED)
+    sys.exit(code if isinstance(code, int) else 0)
