@@ -170,6 +170,8 @@ def scenarios(draw) -> Scenario:
     options += draw(st.sampled_from([[], [], ["-U1"], ["-U5"], ["-U0"], ["--inter-hunk-context=4"]]))
     options += draw(st.sampled_from([[], ["--no-binary"], ["--text"]]))
     options += draw(st.sampled_from([[], ["--histogram"], ["--minimal"]]))
+    options += draw(st.sampled_from([[], [], ["--attach"], ["--inline"], ["--no-signature"], ["--zero-commit"],
+                                     ["-k"], ["--numbered"], ["--encode-email-headers"], ["--signature=a\n-- \nb"]]))
     return Scenario(base, commits, options, draw(st.booleans()))
 
 

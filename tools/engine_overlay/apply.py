@@ -238,6 +238,10 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
     """
     root = gitops.work_root(repo)
     branch = opts.branch or default_branch(payload.label, payload.version)
+    if not gitops.valid_branch_name(repo, branch):
+        where = "--branch" if opts.branch else f"the name {payload.label!r}"
+        raise OverlayError(f"{branch!r} is not a valid git branch name (from {where})", path=root,
+                           hint="pass --branch NAME with a valid name (see `git check-ref-format --branch`)")
     report = Report("apply", payload.label, payload.version, str(root), target_kind, "checked", branch)
     with contextlib.nullcontext() if locked else TargetLock(_state_dir(repo) / "lock", str(root)):
         journal = read_journal(repo)
@@ -298,8 +302,8 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
                     gitops.run(repo, "checkout", "-q", "--detach")  # same commit: no file changes
             shas = gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(result))
             write_json_atomic(journal_path(repo), {**entry, "phase": "checkout"})
-            gitops.checkout(repo, branch)
-            _verify_checkout(repo, branch)
+            gitops.switch_to(repo, branch)
+            _verify_checkout(repo, branch, result)
         except (gitops.GitFailed, OSError) as exc:
             cause = _describe(exc)
             try:
@@ -362,8 +366,18 @@ def _refuse_untracked_in_the_way(repo: Repo, result: Plan, head_state: GitTreeSt
                            path=root, hint="move it away; checking out the overlay branch would overwrite it")
 
 
-def _verify_checkout(repo: Repo, branch: str) -> None:
-    """A checkout can exit 0 without having written every file (a read-only directory)."""
+def _verify_checkout(repo: Repo, branch: str, result: Plan) -> None:
+    """A checkout can exit 0 without having written every file (a read-only directory, a path
+    outside a sparse checkout): every file the branch changed must be on disk, the status clean."""
+    root = gitops.work_root(repo)
+    final: dict[str, bytes | None] = {}
+    for commit in result.commits:
+        final.update({path: content for path, (content, _mode) in commit.changes.items()})
+    for path, content in sorted(final.items()):
+        if (content is not None) != os.path.lexists(root / path):
+            raise gitops.GitFailed(["checkout"], 0, f"the checkout left {path} "
+                                   f"{'unwritten' if content is not None else 'in place'} (a sparse checkout, or "
+                                   f"a read-only directory?)", repo.working_tree_dir)
     state = gitops.worktree(repo)
     if state.branch != branch:
         raise gitops.GitFailed(["checkout"], 0, f"HEAD is not on {branch} after the checkout", repo.working_tree_dir)

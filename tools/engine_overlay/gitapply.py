@@ -368,19 +368,28 @@ class GitPatchPlan:
 def layout_problem(state: TreeState, changes: dict[str, tuple[bytes | None, int]]) -> tuple[str, str] | None:
     """A written path that the result needs below a file or a symlink, or where a directory stays
     (no tree can hold it, and writing it would go through a link): (path, message) or None."""
-    after = state.fork()
-    after.changes.update(changes)
-    for path, (content, _mode) in changes.items():
-        if content is None:
-            continue
+    final = {**state.changes, **changes}
+    written = sorted(p for p, (content, _m) in changes.items() if content is not None)
+    for path in written:
         parts = path.split("/")
         for depth in range(1, len(parts)):
             parent = "/".join(parts[:depth])
-            kind = after.kind(parent)
+            if parent in final:
+                content, mode = final[parent]
+                kind = None if content is None else ("link" if is_link(mode) else "file")
+            else:
+                kind = state.base_kind(parent)
+                if kind == "dir" or kind is None:
+                    continue
             if kind == "link":
                 return path, f"affected file '{path}' is beyond a symbolic link"
-            if kind == "file":
+            if kind is not None:
                 return path, f"{path}: cannot create it, '{parent}' is a file"
-        if after.kind(path) == "dir":
+    for path in written:
+        prefix = path + "/"
+        if any(p.startswith(prefix) and c is not None for p, (c, _m) in final.items()):
+            return path, f"{path}: already exists in working directory (a directory)"
+        if state.base_kind(path) == "dir" and any(final.get(p, (b"", 0))[0] is not None
+                                                   for p in state.base_files_under(path)):
             return path, f"{path}: already exists in working directory (a directory)"
     return None

@@ -240,6 +240,13 @@ def rev_parse(repo, rev: str) -> str | None:
     return _query(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}") or None
 
 
+def valid_branch_name(repo, name: str) -> bool:
+    """What `git check-ref-format --branch` accepts (no spaces, `..`, `.lock`, ...)."""
+    if not name or name.startswith("-") or any(c in name for c in "\0\n"):
+        return False
+    return _proc(repo, ["check-ref-format", "--branch", name]).returncode == 0
+
+
 def branch_exists(repo, name: str) -> bool:
     return rev_parse(repo, f"refs/heads/{name}") is not None
 
@@ -357,6 +364,17 @@ def _quote(path: str) -> bytes:
 
 def checkout(repo, branch: str, force: bool = False) -> None:
     run(repo, "checkout", "-q", *(["-f"] if force else []), branch)
+
+
+def switch_to(repo, branch: str) -> None:
+    """Check out *branch*; a checkout that says it could not write a file fails even when
+    git exits 0 (a read-only directory leaves old files behind with only a warning)."""
+    proc = _proc(repo, ["checkout", "-q", branch])
+    complaints = [line for line in proc.stderr.decode(errors="replace").splitlines()
+                  if line.startswith(("error:", "fatal:", "warning: unable"))]
+    if proc.returncode != 0 or complaints:
+        raise GitFailed(["checkout", branch], proc.returncode,
+                        "\n".join(complaints) or proc.stderr.decode(errors="replace"), repo.working_tree_dir)
 
 
 def restore(repo, branch: str | None, sha: str) -> None:

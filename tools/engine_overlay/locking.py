@@ -54,8 +54,12 @@ def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.overlay-tmp")
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    if os.path.lexists(tmp) and (tmp.is_symlink() or not tmp.is_file()):
+        raise OverlayError("a symlink or special file sits where the tool writes its temporary file", path=tmp,
+                           hint="remove it; the tool never writes through links")
     try:
-        with open(tmp, "wb") as handle:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())

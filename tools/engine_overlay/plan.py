@@ -203,21 +203,30 @@ def _plan_patch(state: TreeState, patch: Patch, reverse: bool, three_way: bool) 
 
 def patch_when(patch: Patch) -> tuple[int, str]:
     """The patch's date as (epoch seconds, +hhmm); 0 when it has none."""
-    value = (patch.date or "").strip()
+    value = (patch.date or "").strip()[:200]
     if value:
         try:
             parsed = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             parsed = None
         if parsed is None:
-            match = re.match(r"^(\d{4})-(\d\d)-(\d\d)", value)
-            parsed = datetime(int(match[1]), int(match[2]), int(match[3]), tzinfo=UTC) if match else None
+            match = re.match(r"^(\d{4})-(\d\d)-(\d\d)", value)  # DEP-3 Last-Update
+            try:
+                parsed = datetime(int(match[1]), int(match[2]), int(match[3]), tzinfo=UTC) if match else None
+            except ValueError:  # 2024-13-45: a date that does not exist is no date
+                parsed = None
         if parsed is not None:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            offset = int(parsed.utcoffset().total_seconds() // 60)
+            try:
+                offset = int(parsed.utcoffset().total_seconds() // 60)
+                stamp = int(parsed.timestamp())
+            except (OverflowError, ValueError, OSError):
+                return 0, "+0000"
+            if stamp < 0 or abs(offset) >= 24 * 60:
+                return 0, "+0000"
             sign = "+" if offset >= 0 else "-"
-            return int(parsed.timestamp()), f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
+            return stamp, f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
     return 0, "+0000"
 
 
