@@ -56,6 +56,15 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """The differential test against git, long and random (the default `tests` run is bounded and
+    derandomized): OVERLAY_FUZZ_EXAMPLES examples, 2000 unless set."""
+    install_tool(session)
+    session.env.setdefault("OVERLAY_FUZZ_EXAMPLES", "2000")
+    session.run("pytest", "tests/core/test_git_differential.py", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def faults(session: nox.Session) -> None:
     """Fault injection: kill -9, disk full, corrupt/truncated downloads, malformed inputs, races."""
     install_tool(session)

@@ -9,12 +9,12 @@ A result with conflict markers is never written unless forced.
 from __future__ import annotations
 
 import py_compile
-import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import gitops
 from ..errors import OverlayError
 from ..locking import atomic_write
 from .compare import BlockResult, compare
@@ -62,11 +62,8 @@ def merge_file(old_base: Path, new_base: Path, marked: Path) -> tuple[str, int]:
     for p in (old_base, new_base, marked):
         if not p.is_file():
             raise OverlayError("file not found", path=p, hint="transplant needs --old-base, --new-base and the marked file")
-    proc = subprocess.run(
-        ["git", "merge-file", "-p", "-L", LABELS[0], "-L", LABELS[1], "-L", LABELS[2],
-         str(marked), str(old_base), str(new_base)],
-        capture_output=True,
-    )
+    proc = gitops.git_process(["merge-file", "-p", "-L", LABELS[0], "-L", LABELS[1], "-L", LABELS[2],
+                               str(marked), str(old_base), str(new_base)], None)
     if proc.returncode < 0 or proc.returncode > 127:
         raise OverlayError(f"git merge-file failed: {proc.stderr.decode(errors='replace').strip()}", path=marked)
     return proc.stdout.decode("utf-8", "replace"), proc.returncode
