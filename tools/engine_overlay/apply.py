@@ -343,6 +343,8 @@ def _refuse_untracked_in_the_way(repo: Repo, result: Plan, head_state: GitTreeSt
     root = gitops.work_root(repo)
     written = {path for commit in result.commits for path, (content, _m) in commit.changes.items()
                if content is not None}
+    if head_state is not None:  # the checkout is at the base commit: what its tree has is tracked
+        written = {p for p in written if head_state.base_kind(p) is None}
     suspects = set()
     for path in written:
         parts = path.split("/")
@@ -354,7 +356,7 @@ def _refuse_untracked_in_the_way(repo: Repo, result: Plan, head_state: GitTreeSt
             if depth == len(parts) or disk.is_symlink() or not disk.is_dir():
                 suspects.add(prefix)
                 break
-    if head_state is not None:  # the checkout is at the base commit: its tree says what is tracked
+    if head_state is not None:
         suspects = {p for p in suspects if head_state.base_kind(p) is None}
     if not suspects:
         return
@@ -368,7 +370,8 @@ def _refuse_untracked_in_the_way(repo: Repo, result: Plan, head_state: GitTreeSt
 
 def _verify_checkout(repo: Repo, branch: str, result: Plan) -> None:
     """A checkout can exit 0 without having written every file (a read-only directory, a path
-    outside a sparse checkout): every file the branch changed must be on disk, the status clean."""
+    outside a sparse checkout): every file the branch changed must be on disk (and every file it
+    deleted gone), and HEAD on the branch."""
     root = gitops.work_root(repo)
     final: dict[str, bytes | None] = {}
     for commit in result.commits:
@@ -378,12 +381,8 @@ def _verify_checkout(repo: Repo, branch: str, result: Plan) -> None:
             raise gitops.GitFailed(["checkout"], 0, f"the checkout left {path} "
                                    f"{'unwritten' if content is not None else 'in place'} (a sparse checkout, or "
                                    f"a read-only directory?)", repo.working_tree_dir)
-    state = gitops.worktree(repo)
-    if state.branch != branch:
+    if gitops.current_branch(repo) != branch:
         raise gitops.GitFailed(["checkout"], 0, f"HEAD is not on {branch} after the checkout", repo.working_tree_dir)
-    if state.missing_or_untracked:
-        raise gitops.GitFailed(["checkout"], 0, f"the checkout left {state.missing_or_untracked[0]} unwritten",
-                               repo.working_tree_dir)
 
 
 def _specs(result: Plan) -> list[gitops.CommitSpec]:

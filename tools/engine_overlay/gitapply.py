@@ -385,9 +385,10 @@ def layout_problem(state: TreeState, changes: dict[str, tuple[bytes | None, int]
                 return path, f"affected file '{path}' is beyond a symbolic link"
             if kind is not None:
                 return path, f"{path}: cannot create it, '{parent}' is a file"
+    after = state.fork()
+    after.commit(changes)
     for path in written:
-        prefix = path + "/"
-        if any(p.startswith(prefix) and c is not None for p, (c, _m) in final.items()):
+        if after.written_below(path):
             return path, f"{path}: already exists in working directory (a directory)"
         if state.base_kind(path) == "dir" and any(final.get(p, (b"", 0))[0] is not None
                                                    for p in state.base_files_under(path)):

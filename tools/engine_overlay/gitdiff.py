@@ -11,6 +11,7 @@ with surrogateescape so any byte survives into the tree.
 from __future__ import annotations
 
 import base64
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -62,11 +63,9 @@ def unquote_c(data: bytes, start: int = 0) -> tuple[bytes, int] | None:
 
 
 def squash_slash(name: bytes | None) -> bytes | None:
-    if name is None:
-        return None
-    while b"//" in name:
-        name = name.replace(b"//", b"/")
-    return name
+    if name is None or b"//" not in name:
+        return name
+    return re.sub(rb"//+", b"/", name)
 
 
 def _find_name_gnu(line: bytes, p_value: int) -> bytes | None:
@@ -86,25 +85,27 @@ def _find_name_gnu(line: bytes, p_value: int) -> bytes | None:
 TERM_SPACE, TERM_TAB = 1, 2
 
 
+_END_OF_NAME = {  # what ends an unquoted name: a newline or other whitespace, per terminate flags
+    0: re.compile(rb"[\n\r\x0b\x0c]"),
+    TERM_TAB: re.compile(rb"[\t\n\r\x0b\x0c]"),
+    TERM_SPACE: re.compile(rb"[ \n\r\x0b\x0c]"),
+    TERM_SPACE | TERM_TAB: re.compile(rb"[ \t\n\r\x0b\x0c]"),
+}
+
+
 def _find_name_common(line: bytes, default: bytes | None, p_value: int, end: int | None, terminate: int) -> bytes | None:
-    start = 0 if p_value == 0 else None
-    i = 0
-    stop = len(line) if end is None else end
-    while i < stop:
-        c = line[i]
-        if end is None and c in b" \t\n\r\x0b\x0c":
-            if c == 10:
-                break
-            if (c == 32 and terminate & TERM_SPACE) or (c == 9 and terminate & TERM_TAB) or c not in (32, 9):
-                break
-        i += 1
-        if c == 47:  # '/'
-            p_value -= 1
-            if p_value == 0:
-                start = i
-    if start is None or i == start:
+    if end is None:
+        found = _END_OF_NAME[terminate].search(line)
+        end = found.start() if found else len(line)
+    start = 0
+    for _ in range(p_value):  # after the p_value-th slash (every slash counts, as in git)
+        slash = line.find(b"/", start, end)
+        if slash < 0:
+            return squash_slash(default)
+        start = slash + 1
+    if start == end:
         return squash_slash(default)
-    name = line[start:i]
+    name = line[start:end]
     if default is not None and len(default) < len(name) and name.startswith(default):
         return squash_slash(default)
     return squash_slash(name)
@@ -177,9 +178,8 @@ def git_header_name(p_value: int, line: bytes) -> bytes | None:
         if length < quote and name[:length] == candidate and name[length:length + 1] in (b" ", b"\t"):
             return candidate
         return None
-    for length, c in enumerate(name):
-        if c not in (32, 9):
-            continue
+    for found in re.finditer(rb"[ \t]", name):
+        length = found.start()
         if length + 1 >= len(name):
             return None
         other = name[length + 1:]

@@ -194,7 +194,7 @@ def _plan_patch(state: TreeState, patch: Patch, reverse: bool, three_way: bool) 
             files.append(_apply_file(scratch, patch, fp, patch.strip, reverse, read_blob, changes))
         except OverlayError as exc:
             files.append(FileResult(fp.new_path or fp.old_path or "?", "modify", FAILED, message=exc.message))
-        scratch.changes.update(changes)  # later files of this patch see earlier ones
+        scratch.commit(changes)  # later files of this patch see earlier ones
     problem = layout_problem(state, changes)
     if problem is not None:
         files.append(FileResult(problem[0], "modify", FAILED, message=problem[1]))
@@ -249,6 +249,7 @@ def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: lis
     """
     results: list[PatchResult] = []
     commits: list[PlannedCommit] = []
+    state.prefetch({name for patch, _ in patches for fp in patch.files for name in fp.target(patch.strip) if name})
     for patch, reverse in patches:
         errors = [p for p in patch.problems if p.severity == "error"]
         if errors:  # an unparsable patch gets its own verdict; the others are still planned
@@ -276,7 +277,7 @@ def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: lis
         if remove_empty:
             changes = {p: ((None, m) if c == b"" else (c, m)) for p, (c, m) in changes.items()}
         if status in (APPLIED, OFFSET, THREE_WAY):
-            state.changes.update(changes)
+            state.commit(changes)
             commits.append(PlannedCommit(commit_message(patch), parse_author(patch.author), patch_when(patch), changes))
     overlay_results: list[OverlayFileResult] = []
     overlay_sha = None
@@ -302,7 +303,7 @@ def plan(state: TreeState, patches: list[tuple[Patch, bool]], overlay_files: lis
         if problem is not None:
             raise OverlayError(f"overlay file {problem[1]}", path=overlay_files[0].source.parent,
                                hint="an overlay file may not go through a symlink or replace a directory")
-        state.changes.update(changes)
+        state.commit(changes)
         message = f"{overlay_label}\n\nCopied from the overlay directory of this project.\n\n{TRAILER_FILES}: {overlay_sha}\n"
         commits.append(PlannedCommit(message, ("engine-overlay", "engine-overlay@localhost"), (0, "+0000"), changes))
     return Plan(results, overlay_results, commits, overlay_sha)
@@ -312,13 +313,14 @@ def load_patches(series_dir: Path, entries) -> list[tuple[Patch, bool]]:
     from .series import parse_patch
 
     out = []
+    real_dir = series_dir.resolve()
     for entry in entries:
         path = series_dir / entry.name
         if not path.is_file():
             raise OverlayError(f"patch '{entry.name}' listed in the series does not exist",
                                path=series_dir / "series", line=entry.line,
                                hint="add the file or remove the line from the series")
-        if path.is_symlink() or not path.resolve().is_relative_to(series_dir.resolve()):
+        if path.is_symlink() or ("/" in entry.name and not path.resolve().is_relative_to(real_dir)):
             raise OverlayError(f"patch '{entry.name}' is a symlink or lies outside the series directory",
                                path=series_dir / "series", line=entry.line,
                                hint="patch files must be regular files in the series directory")

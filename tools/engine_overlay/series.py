@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import gitdiff
 from .errors import OverlayError
 from .problems import Problem
 
@@ -217,6 +218,8 @@ def parse_patch(path: Path, name: str | None = None, strip: int = DEFAULT_STRIP)
 
 def split_lines(data: bytes) -> list[bytes]:
     """Lines ending at LF only (a lone CR is part of its line, as git and GNU patch see it)."""
+    if b"\r" not in data:
+        return data.splitlines(keepends=True)  # the same lines, split in C
     lines = data.split(b"\n")
     last = lines.pop()
     out = [line + b"\n" for line in lines]
@@ -247,7 +250,7 @@ def split_mailbox(lines: list[bytes]) -> list[list[bytes]]:
         return [lines]
     messages: list[list[bytes]] = [[lines[0]]]
     for line in lines[1:]:
-        if is_from_line(line):
+        if line[:5] == b"From " and is_from_line(line):
             messages.append([line])
         else:
             messages[-1].append(line)
@@ -445,8 +448,6 @@ def _name(value: bytes | None) -> str | None:
 def _parse_git_entry(lines: list[bytes], i: int, where: str, problems: list[Problem], strip: int, offset: int,
                      files: list[FilePatch]) -> int:
     """One `diff --git` entry (git's parse_git_diff_header + parse_single_patch); returns the next line."""
-    from . import gitdiff
-
     first = i
     try:
         head, i = gitdiff.parse_git_header(lines, i, strip)
@@ -514,37 +515,42 @@ def _parse_hunk(lines: list[bytes], i: int, where: str, problems: list[Problem],
     start_line = i + 1
     i += 1
     n = len(lines)
-    corrupt = False
+    corrupt = dropped = False
+    add_old, add_new, add_kind = old.append, new.append, kinds.append
     while i < n and (len(old) < old_len or len(new) < new_len):
         line = lines[i]
         tag = line[:1]
-        if git and not line.endswith(b"\n"):
-            corrupt = True
-            break
-        if tag == b"\\":
+        if tag == b" ":
+            if git and line[-1:] != b"\n":
+                corrupt = True
+                break
+            add_old(line[1:])
+            add_new(line[1:])
+        elif tag == b"-" or tag == b"+":
+            if git and line[-1:] != b"\n":
+                corrupt = True
+                break
+            (add_old if tag == b"-" else add_new)(line[1:])
+        elif line == b"\n" or (not git and line == b"\r\n"):  # an empty context line whose space was stripped
+            tag = b" "
+            add_old(line)
+            add_new(line)
+        elif tag == b"\\":
             if git and (len(line) < 12 or not line.startswith(b"\\ ")):
                 corrupt = True
                 break
             _drop_newline(kinds, old, new)
+            dropped = True
             i += 1
             continue
-        if line == b"\n" or (not git and line == b"\r\n"):  # an empty context line whose space was stripped
-            tag, line = b" ", b" " + line
-        if tag == b" ":
-            old.append(line[1:])
-            new.append(line[1:])
-        elif tag == b"-":
-            old.append(line[1:])
-        elif tag == b"+":
-            new.append(line[1:])
         else:
-            if git:
-                corrupt = True
+            corrupt = git
             break
-        kinds.append(tag)
+        add_kind(tag)
         i += 1
-    if i < n and lines[i].startswith(b"\\") and (not git or (len(lines[i]) >= 12 and lines[i].startswith(b"\\ "))):
+    if i < n and lines[i][:1] == b"\\" and (not git or (len(lines[i]) >= 12 and lines[i].startswith(b"\\ "))):
         _drop_newline(kinds, old, new)
+        dropped = True
         i += 1
     if corrupt or len(old) != old_len or len(new) != new_len:
         problems.append(Problem(
@@ -552,13 +558,13 @@ def _parse_hunk(lines: list[bytes], i: int, where: str, problems: list[Problem],
             f"hunk says -{old_len} +{new_len} lines but has -{len(old)} +{len(new)}: the patch is truncated or was edited by hand",
         ))
         return None, i
-    if git and all(k == b" " for k in kinds):
+    leading = next((k for k, t in enumerate(kinds) if t != b" "), len(kinds))
+    if git and leading == len(kinds):
         problems.append(Problem(where, offset + start_line, "corrupt patch: a hunk that neither adds nor removes lines"))
         return None, i
-    # `\ No newline` after an empty line leaves nothing of it (git drops it from both sides)
-    old = [line for line in old if line]
-    new = [line for line in new if line]
-    leading = next((k for k, t in enumerate(kinds) if t != b" "), len(kinds))
+    if dropped:  # `\ No newline` after an empty line leaves nothing of it (git drops it from both sides)
+        old = [line for line in old if line]
+        new = [line for line in new if line]
     trailing = next((k for k, t in enumerate(reversed(kinds)) if t != b" "), len(kinds))
     section = match.group(5).decode("utf-8", errors="replace").strip()
     return Hunk(old_start, old_len, new_start, new_len, old, new, leading, trailing, offset + start_line, section), i

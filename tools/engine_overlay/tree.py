@@ -46,6 +46,21 @@ class TreeState:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.changes: dict[str, tuple[bytes | None, int]] = {}
+        self._below: dict[str, int] = {}  # directory -> files and links written below it by changes
+
+    def commit(self, changes: dict[str, tuple[bytes | None, int]]) -> None:
+        """Add planned *changes* to the view (keeps the index of written directories current)."""
+        for path, (content, mode) in changes.items():
+            before = path in self.changes and self.changes[path][0] is not None
+            if before != (content is not None):
+                step = 1 if content is not None else -1
+                for parent in _parents(path):
+                    self._below[parent] = self._below.get(parent, 0) + step
+            self.changes[path] = (content, mode)
+
+    def written_below(self, path: str) -> bool:
+        """Whether the planned changes put a file or link somewhere below *path*."""
+        return self._below.get(path, 0) > 0
 
     # -- the base (subclasses read a commit instead of the disk) --------------------------------
 
@@ -109,8 +124,7 @@ class TreeState:
         for parent in _parents(path):
             if parent in self.changes and self.changes[parent][0] is not None:
                 return None
-        prefix = path + "/"
-        if any(p.startswith(prefix) and c is not None for p, (c, _) in self.changes.items()):
+        if self.written_below(path):
             return "dir"
         if path in self.changes:
             return None
@@ -134,14 +148,18 @@ class TreeState:
         """A view with the same base and a copy of the pending changes (subclasses kept)."""
         other = copy.copy(self)
         other.changes = dict(self.changes)
+        other._below = dict(self._below)
         return other
 
     def set(self, path: str, content: bytes | None, mode: int) -> None:
-        self.changes[path] = (content, mode)
+        self.commit({path: (content, mode)})
 
     def blob(self, sha: str) -> bytes | None:
         """A blob by id (3-way bases, binary postimages); a directory has no object store."""
         return None
+
+    def prefetch(self, paths: set[str]) -> None:
+        """A hint: these paths will be read (a commit's tree reads them in one go)."""
 
     def close(self) -> None:
         pass
@@ -171,9 +189,20 @@ class GitTreeState(TreeState):
         if found is None:
             raise OverlayError(f"revision {rev} has no tree", path=repo.working_tree_dir)
         self._root_tree = found[0]
-        self._trees: dict[str, dict[bytes, tuple[int, str]]] = {}
+        self._trees: dict[str, dict[bytes, tuple[bytes, bytes]] | None] = {}
+        self._blobs: dict[str, bytes] = {}
 
-    def _tree(self, directory: str) -> dict[bytes, tuple[int, str]] | None:
+    def prefetch(self, paths: set[str]) -> None:
+        wanted = []
+        for path in paths:
+            entry = self._entry(path) if path and "\0" not in path else None
+            if entry is not None and entry[0] not in (MODE_TREE, MODE_GITLINK) and entry[1] not in self._blobs:
+                wanted.append(entry[1])
+        for sha, (kind, data) in self.objects.read_many(sorted(set(wanted))).items():
+            if kind == "blob":
+                self._blobs[sha] = data
+
+    def _tree(self, directory: str) -> dict[bytes, tuple[bytes, bytes]] | None:
         if directory in self._trees:
             return self._trees[directory]
         if not directory:
@@ -182,14 +211,15 @@ class GitTreeState(TreeState):
             parent, _, name = directory.rpartition("/")
             above = self._tree(parent)
             entry = above.get(os.fsencode(name)) if above is not None else None
-            entries = self.objects.tree_entries(entry[1]) if entry and entry[0] == MODE_TREE else None
+            entries = self.objects.tree_entries(entry[1].hex()) if entry and int(entry[0], 8) == MODE_TREE else None
         self._trees[directory] = entries
         return entries
 
     def _entry(self, path: str) -> tuple[int, str] | None:
         parent, _, name = path.rpartition("/")
         entries = self._tree(parent)
-        return entries.get(os.fsencode(name)) if entries is not None else None
+        found = entries.get(os.fsencode(name)) if entries is not None else None
+        return (int(found[0], 8), found[1].hex()) if found is not None else None
 
     def _base_kind(self, path: str) -> str | None:
         entry = self._entry(path)
@@ -206,7 +236,9 @@ class GitTreeState(TreeState):
         entry = self._entry(path)
         if entry is None or entry[0] in (MODE_TREE, MODE_GITLINK):
             return None
-        data = self.objects.blob(entry[1])
+        data = self._blobs.get(entry[1])
+        if data is None:
+            data = self.objects.blob(entry[1])
         if data is None:
             raise OverlayError(f"the object of {path!r} is missing from the repository", path=self.root,
                                hint="run `git fsck`; the repository is incomplete")
@@ -217,7 +249,7 @@ class GitTreeState(TreeState):
         entries = self._tree(path) or {}
         for name, (mode, _sha) in sorted(entries.items()):
             rel = f"{path}/{os.fsdecode(name)}"
-            if mode == MODE_TREE:
+            if int(mode, 8) == MODE_TREE:
                 yield from self.base_files_under(rel)
             else:
                 yield rel
