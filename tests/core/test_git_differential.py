@@ -129,3 +129,29 @@ def test_binary_patches_literal_and_delta():
 def test_symlinks_are_changed_renamed_and_deleted_as_links():
     compare(_case({"l1": Node("link", b"target"), "l2": Node("link", b"x"), "l3": Node("link", b"y")},
                   {"l1": Node("link", b"target2"), "l2": None, "l2b": Node("link", b"x"), "l3": None}))
+
+
+def test_a_submodule_pointer_is_updated_added_and_removed_as_git_does(tmp_path):
+    _env()
+    repo = tmp_path / "src"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "a.txt").write_bytes(LONG)
+    one, two = "1" * 40, "2" * 40
+    git(repo, "add", "a.txt")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{one},sub")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{one},gone")
+    git(repo, "commit", "-q", "-m", "base")
+    git(repo, "tag", "base")
+    git(repo, "update-index", "--cacheinfo", f"160000,{two},sub")
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{two},new")
+    git(repo, "update-index", "--force-remove", "gone")
+    git(repo, "commit", "-q", "-m", "move the submodules")
+    out = tmp_path / "patches"
+    git(repo, "format-patch", "-q", "-o", str(out), "base..main")
+    patches = sorted(out.glob("*.patch"))
+    assert b"Subproject commit" in patches[0].read_bytes()
+    expected, tree = oracle(repo, patches, tmp_path, 1)
+    report, target = ours(repo, patches, tmp_path, 1, False)
+    assert expected == [True] and report.status == "applied", [(p.name, p.status, p.files) for p in report.patches]
+    assert git(target, "rev-parse", "HEAD^{tree}").stdout.decode().strip() == tree

@@ -375,7 +375,7 @@ def _verify_checkout(repo: Repo, branch: str, result: Plan) -> None:
     root = gitops.work_root(repo)
     final: dict[str, bytes | None] = {}
     for commit in result.commits:
-        final.update({path: content for path, (content, _mode) in commit.changes.items()})
+        final.update({path: content for path, (content, mode) in commit.changes.items() if mode != 0o160000})
     for path, content in sorted(final.items()):
         if (content is not None) != os.path.lexists(root / path):
             raise gitops.GitFailed(["checkout"], 0, f"the checkout left {path} "

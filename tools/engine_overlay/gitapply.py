@@ -22,6 +22,7 @@ project's additions: they only ever turn git's refusal into a reported result.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 from . import hunks as H
@@ -29,9 +30,10 @@ from .errors import OverlayError
 from .gitdiff import apply_delta
 from .report import ALREADY, APPLIED, FAILED, OFFSET, THREE_WAY, FileResult
 from .series import FilePatch, Hunk, split_lines
-from .tree import MODE_FILE, TreeState, is_link
+from .tree import MODE_FILE, MODE_GITLINK, TreeState, is_link
 
 _TO_BE_DELETED, _WAS_DELETED = "to-be-deleted", "was-deleted"
+_GITLINK = re.compile(rb"Subproject commit ([0-9a-f]{40}|[0-9a-f]{64})(-dirty)?\n?")
 _TYPE = 0o170000
 
 
@@ -332,6 +334,8 @@ class GitPatchPlan:
             result = image
         if e.is_delete and result:
             raise _Refused("removal patch leaves file contents", hunks)
+        if not e.is_delete and e.new_mode == MODE_GITLINK and not _GITLINK.fullmatch(result):
+            raise _Refused(f"{e.new}: a submodule entry must say `Subproject commit <id>`", hunks)
         e.result = result
         if e.new is not None:
             self.fn[e.new] = e

@@ -342,6 +342,8 @@ def fast_import(repo, ref: str, parent: str, commits: list[CommitSpec],
             quoted = _quote(path)
             if content is None:
                 stream += b"D %s\n" % quoted
+            elif mode == 0o160000:  # a submodule: the commit it points at, no blob
+                stream += b"M 160000 %s %s\n" % (gitlink_commit(content, path), quoted)
             else:
                 stream += b"M %o inline %s\n" % (mode, quoted)
                 stream += _data(content)
@@ -354,6 +356,15 @@ def fast_import(repo, ref: str, parent: str, commits: list[CommitSpec],
         raise GitFailed(["fast-import"], 0, f"expected {len(commits)} commit ids, got {len(shas)}",
                         repo.working_tree_dir)
     return shas
+
+
+def gitlink_commit(content: bytes, path: str) -> bytes:
+    """The commit id in a submodule's `Subproject commit <id>` text (what patches change)."""
+    match = re.fullmatch(rb"Subproject commit ([0-9a-f]{40}|[0-9a-f]{64})(-dirty)?\n?", content)
+    if match is None:
+        raise OverlayError(f"{path}: a submodule entry must say `Subproject commit <id>`",
+                           hint="the patch leaves a submodule with other content")
+    return match.group(1)
 
 
 def _quote(path: str) -> bytes:

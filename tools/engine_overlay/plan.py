@@ -30,7 +30,7 @@ from .report import (
     PatchResult,
 )
 from .series import FilePatch, Patch, parse_author
-from .tree import MODE_FILE, TreeState, is_link
+from .tree import MODE_FILE, MODE_GITLINK, TreeState, is_link
 
 TRAILER_PATCH = "Overlay-Patch"
 TRAILER_SHA = "Overlay-Patch-Sha256"
@@ -119,8 +119,9 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
     for path in {src, dst}:
         state.check(path, origin, fp.line)
     current = state.read(src, origin, fp.line)
-    if current is not None and is_link(current[1]):
-        return FileResult(src, "modify", FAILED, message=f"{src} is a symlink: a plain diff cannot change it")
+    if current is not None and (is_link(current[1]) or current[1] == MODE_GITLINK):
+        return FileResult(src, "modify", FAILED,
+                          message=f"{src} is a symlink or submodule: a plain diff cannot change it")
     action = "create" if creating else "delete" if deleting else "rename" if fp.rename else "copy" if fp.copy else "modify"
     shown = dst if action != "delete" else src
     if fp.rename and src != dst and state.exists(dst, origin, fp.line):

@@ -228,14 +228,14 @@ class GitTreeState(TreeState):
         mode = entry[0]
         if mode == MODE_TREE:
             return "dir"
-        if mode == MODE_GITLINK:
-            return "other"
-        return "link" if is_link(mode) else "file"
+        return "link" if is_link(mode) else "file"  # a submodule (gitlink) is a leaf, like a file
 
     def _base_read(self, path: str) -> Entry | None:
         entry = self._entry(path)
-        if entry is None or entry[0] in (MODE_TREE, MODE_GITLINK):
+        if entry is None or entry[0] == MODE_TREE:
             return None
+        if entry[0] == MODE_GITLINK:  # what `git diff` shows for a submodule, as git apply reads it
+            return b"Subproject commit %s\n" % entry[1].encode(), MODE_GITLINK
         data = self._blobs.get(entry[1])
         if data is None:
             data = self.objects.blob(entry[1])
