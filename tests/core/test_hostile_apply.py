@@ -291,3 +291,34 @@ def test_paths_git_would_not_store_are_refused_or_normalized(tmp_path, upstream,
         git(upstream, "fsck", "--strict")
     else:
         assert code in (1, 2) and repo_state(upstream) == before, out
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_a_compressed_patch_that_inflates_without_bound_is_refused(tmp_path, suffix, monkeypatch):
+    import bz2
+    import gzip
+    import lzma
+
+    from engine_overlay import series
+    from engine_overlay.errors import OverlayError
+
+    monkeypatch.setattr(series, "MAX_PATCH_BYTES", 1 << 20)  # the bound, made small for the test
+    bomb = b"+" * (8 << 20)
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix]
+    path = tmp_path / f"bomb.patch{suffix}"
+    path.write_bytes(compress(bomb))
+    with pytest.raises(OverlayError, match="inflates to more than 1 MiB"):
+        series.parse_patch(path)
+    small = tmp_path / f"ok.patch{suffix}"
+    small.write_bytes(compress(b"--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n") + compress(b""))
+    assert series.parse_patch(small).files[0].hunks
+
+
+def test_a_sparse_checkout_never_hides_a_patched_file(tmp_path, upstream, run_cli):
+    git(upstream, "sparse-checkout", "set", "--no-cone", "/f")
+    assert not (upstream / "pkg/b.py").exists()
+    project = make_project(tmp_path / "proj", {"0001-b.patch": "--- a/pkg/b.py\n+++ b/pkg/b.py\n@@ -1,2 +1,2 @@\n"
+                                                                " alpha\n-beta\n+BETA\n"})
+    code, out, _ = _apply(run_cli, project, upstream)
+    assert code == 1 and "sparse" in out, out
+    assert not gitops.branch_exists(gitops.open_repo(upstream), "overlay/demo-1.0.0")

@@ -189,7 +189,33 @@ def _decode(value: str) -> str:
         return value
 
 
-_COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+_COMPRESSED = (".gz", ".bz2", ".xz")
+MAX_PATCH_BYTES = 256 << 20  # a patch file (decompressed) larger than this is refused, not loaded
+
+
+def _inflate(raw: bytes, suffix: str, path: Path) -> bytes:
+    """Decompress a `.gz`/`.bz2`/`.xz` patch with a bound on the output (a small file can
+    inflate to gigabytes); concatenated members are read as the tools read them."""
+    import bz2
+    import lzma
+    import zlib
+
+    out = bytearray()
+    data = raw
+    while data:
+        codec = {".gz": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), ".bz2": bz2.BZ2Decompressor,
+                 ".xz": lzma.LZMADecompressor}[suffix]()
+        try:
+            out += codec.decompress(data, MAX_PATCH_BYTES + 1 - len(out))
+        except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
+            raise OverlayError(f"compressed patch is corrupt: {exc}", path=path) from exc
+        if len(out) > MAX_PATCH_BYTES:
+            raise OverlayError(f"compressed patch inflates to more than {MAX_PATCH_BYTES >> 20} MiB", path=path,
+                               hint="a patch that large is not a source change; check the file")
+        if not codec.eof:
+            raise OverlayError("compressed patch is truncated", path=path)
+        data = codec.unused_data.lstrip(b"\0")  # gzip files may be padded with zeros
+    return bytes(out)
 
 
 def parse_patch(path: Path, name: str | None = None, strip: int = DEFAULT_STRIP) -> Patch:
@@ -198,21 +224,17 @@ def parse_patch(path: Path, name: str | None = None, strip: int = DEFAULT_STRIP)
     Like quilt, `.gz`, `.bz2` and `.xz` patch files are read decompressed.
     """
     try:
+        size = path.stat().st_size
+        if size > MAX_PATCH_BYTES:
+            raise OverlayError(f"patch file is larger than {MAX_PATCH_BYTES >> 20} MiB", path=path,
+                               hint="a patch that large is not a source change; check the file")
         raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise OverlayError("patch file not found", path=path, hint="add it or remove it from the series") from exc
     except OSError as exc:
         raise OverlayError(f"cannot read patch: {exc.strerror}", path=path) from exc
-    module = _COMPRESSED.get(path.suffix)
-    if module is not None:
-        import importlib
-        import zlib
-
-        codec = importlib.import_module(module)  # only when a patch is compressed (start-up time)
-        try:
-            raw = codec.decompress(raw)
-        except (OSError, EOFError, zlib.error, getattr(codec, "LZMAError", OSError)) as exc:
-            raise OverlayError(f"compressed patch is corrupt: {exc}", path=path) from exc
+    if path.suffix in _COMPRESSED:
+        raw = _inflate(raw, path.suffix, path)
     return parse_patch_bytes(raw, path, name or path.name, strip)
 
 
