@@ -58,3 +58,34 @@ def test_trailer_names_leaving_the_series_dir_are_refused(tmp_path, run_cli, nam
     assert sorted(p.name for p in series_dir.iterdir()) == before
     assert (series_dir / "series").read_text() == ""
     assert not (tmp_path / "evil.patch").exists() and not (project / "evil.patch").exists()
+
+
+def test_a_mailbox_of_several_messages_exports_as_one_file(tmp_path):
+    """A series entry holding several messages gives one commit each; export keeps it one file."""
+    from click.testing import CliRunner
+
+    from engine_overlay.cli import cli
+    from helpers import diff_of, git, make_project, make_repo
+
+    repo = make_repo(tmp_path / "up", {"a.txt": "one\n", "b.txt": "two\n"})
+    scratch = make_repo(tmp_path / "scratch", {"a.txt": "one\n", "b.txt": "two\n"}, tag=None)
+    (scratch / "a.txt").write_text("ONE\n")
+    git(scratch, "commit", "-qam", "first")
+    (scratch / "b.txt").write_text("TWO\n")
+    git(scratch, "commit", "-qam", "second")
+    mbox = git(scratch, "format-patch", "--stdout", "HEAD~2..HEAD")
+    project = make_project(tmp_path / "proj", {"0001-x.patch": diff_of(repo, "a.txt", "x\n", "x")})
+    (project / "patches/demo/all.mbox").write_text(mbox)
+    (project / "patches/demo/series").write_text("all.mbox\n")
+    run = CliRunner()
+    result = run.invoke(cli, ["--project", str(project), "apply", "demo", "--checkout", str(repo)])
+    assert result.exit_code == 0, result.output
+    assert "all.mbox [2]" in result.output
+    assert len(git(repo, "log", "--format=%H", "main..HEAD").split()) == 2
+    result = run.invoke(cli, ["--project", str(project), "apply", "demo", "--checkout", str(repo)])
+    assert result.exit_code == 0 and "already" in result.output, result.output
+    before = (project / "patches/demo/all.mbox").read_bytes()
+    result = run.invoke(cli, ["--project", str(project), "export", "demo", "--checkout", str(repo)])
+    assert result.exit_code == 0, result.output
+    assert (project / "patches/demo/series").read_text() == "all.mbox\n"
+    assert (project / "patches/demo/all.mbox").read_bytes() == before

@@ -134,6 +134,32 @@ def _keep_other_pins(directory: Path, old_names: list[str], names: list[str]) ->
     return kept + [n for n in names if n not in set(kept)]
 
 
+def _mailbox_groups(targets: list[tuple[str, str, Path]]) -> dict[str, list[str]]:
+    """Series entries that gave several commits (a mailbox of several messages): name -> commits."""
+    commits: dict[str, list[str]] = {}
+    for name, commit_sha, _path in targets:
+        commits.setdefault(name, []).append(commit_sha)
+    return {name: shas for name, shas in commits.items() if len(shas) > 1}
+
+
+def _export_mailbox(repo: git.Repo, path: Path, commits: list[str]) -> bool:
+    """Keep a mailbox whose messages' diffs did not change (True); else write it again, one
+    `git format-patch` message per commit, as `git am` will read it back."""
+    from .series import split_lines, split_mailbox
+
+    diffs = [commit_diff(repo, sha) for sha in commits]
+    if path.exists():
+        messages = split_mailbox(split_lines(path.read_bytes()))
+        old = [re.sub(rb"(?<=\n)-- \n[^\n]*\n*\Z", b"", split_patch(b"".join(message))[1])  # the signature
+               for message in messages if _DIFF_START.search(b"".join(message))]
+        if len(old) == len(diffs) and all(_normalise(a) == _normalise(b) for a, b in zip(old, diffs, strict=True)):
+            return True
+    parts = [repo.git.format_patch("--stdout", "-1", "--no-signature", sha, stdout_as_string=False,
+                                   strip_newline_in_stdout=False) for sha in commits]
+    atomic_write(path, b"".join(parts))
+    return False
+
+
 def _patch_path(repo: git.Repo, series_path: Path, name: str, commit: str) -> Path:
     """Where the patch named by *commit*'s `Overlay-Patch` trailer goes: commit messages are
     untrusted, so the name must stay in the series directory, not be the series file, and
@@ -172,7 +198,13 @@ def export(repo: git.Repo, engine: str, series_path: Path, branch: str) -> Expor
     names: list[str] = []
     targets = [(name, commit_sha, _patch_path(repo, series_path, name, commit_sha))  # all before any write
                for name, _sha, commit_sha in applied]
+    mailboxes = _mailbox_groups(targets)
     for name, commit_sha, path in targets:
+        if name in mailboxes:  # a file of several messages: one commit each
+            if name not in names:
+                names.append(name)
+                (result.unchanged if _export_mailbox(repo, path, mailboxes[name]) else result.written).append(name)
+            continue
         diff = commit_diff(repo, commit_sha, _declared_copies(path))
         names.append(name)
         if path.exists():
