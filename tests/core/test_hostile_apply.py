@@ -322,3 +322,17 @@ def test_a_sparse_checkout_never_hides_a_patched_file(tmp_path, upstream, run_cl
     code, out, _ = _apply(run_cli, project, upstream)
     assert code == 1 and "sparse" in out, out
     assert not gitops.branch_exists(gitops.open_repo(upstream), "overlay/demo-1.0.0")
+
+
+def test_branch_names_are_judged_as_git_judges_them():
+    import random
+    import subprocess
+
+    rng = random.Random(5)
+    parts = ["a", "b", ".", "/", "-", "@", "{", "}", "~", "^", ":", " ", "lock", ".lock", "..", "\\", "[", "*", "é"]
+    for _ in range(400):
+        name = "".join(rng.choice(parts) for _ in range(rng.randint(1, 6)))
+        if name == "@":  # git reads `@` as HEAD; as a branch to create it is refused here
+            continue
+        expected = subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True).returncode == 0
+        assert gitops.valid_branch_name(None, name) == expected, name

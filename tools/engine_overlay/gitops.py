@@ -241,11 +241,16 @@ def rev_parse(repo, rev: str) -> str | None:
     return _query(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}") or None
 
 
+_BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|/$|\.$|^-")
+
+
 def valid_branch_name(repo, name: str) -> bool:
-    """What `git check-ref-format --branch` accepts (no spaces, `..`, `.lock`, ...)."""
-    if not name or name.startswith("-") or any(c in name for c in "\0\n"):
+    """What `git check-ref-format --branch` accepts (git-check-ref-format(1): no spaces or
+    control characters, `..`, `@{`, `~^:?*[\\`, no component that starts with `.` or ends
+    with `.lock`, not `@`); checked here, since a git process for it costs more than the rule."""
+    if not name or name == "@" or _BAD_REF.search(name):
         return False
-    return _proc(repo, ["check-ref-format", "--branch", name]).returncode == 0
+    return not any(part.startswith(".") or part.endswith(".lock") for part in name.split("/"))
 
 
 def branch_exists(repo, name: str) -> bool:
@@ -474,9 +479,7 @@ class ObjectReader:
     def __init__(self, repo) -> None:
         self._repo = repo
         self._proc: subprocess.Popen | None = None
-        fmt = _query(repo, "rev-parse", "--show-object-format") or "sha1"
-        self.hash_name = "sha256" if fmt == "sha256" else "sha1"
-        self.hash_size = 32 if fmt == "sha256" else 20
+        self.hash_name, self.hash_size = "sha1", 20  # until an object id says otherwise
 
     def _start(self) -> subprocess.Popen:
         if self._proc is None:
@@ -501,6 +504,8 @@ class ObjectReader:
         fields = header.split()
         if len(fields) != 3:
             return None  # "<spec> missing" / "ambiguous"
+        if len(fields[0]) == 64:  # a SHA-256 repository
+            self.hash_name, self.hash_size = "sha256", 32
         size = int(fields[2])
         data = proc.stdout.read(size + 1)[:size]
         return fields[0].decode(), fields[1].decode(), data

@@ -184,10 +184,10 @@ class GitTreeState(TreeState):
 
         super().__init__(Path(repo.working_tree_dir))
         self.objects = ObjectReader(repo)
-        self.hash_name = self.objects.hash_name
         found = self.objects.read(f"{rev}^{{tree}}")
         if found is None:
             raise OverlayError(f"revision {rev} has no tree", path=repo.working_tree_dir)
+        self.hash_name = self.objects.hash_name
         self._root_tree = found[0]
         self._trees: dict[str, dict[bytes, tuple[bytes, bytes]] | None] = {}
         self._blobs: dict[str, bytes] = {}
