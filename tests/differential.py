@@ -57,6 +57,7 @@ class Scenario:
     commits: list[dict[str, Node]]  # the full tree after each commit
     diff_options: list[str] = field(default_factory=list)
     mailbox: bool = False
+    plain_diff: bool = False  # `git diff` output (no mail headers), applied with `git apply --index`
 
     @property
     def no_prefix(self) -> bool:
@@ -172,7 +173,13 @@ def scenarios(draw) -> Scenario:
     options += draw(st.sampled_from([[], ["--histogram"], ["--minimal"]]))
     options += draw(st.sampled_from([[], [], ["--attach"], ["--inline"], ["--no-signature"], ["--zero-commit"],
                                      ["-k"], ["--numbered"], ["--encode-email-headers"], ["--signature=a\n-- \nb"]]))
-    return Scenario(base, commits, options, draw(st.booleans()))
+    plain = draw(st.integers(0, 3)) == 0
+    if plain:  # format-patch only options do not exist for `git diff`
+        options = [o for o in options if o not in ("--attach", "--inline", "--no-signature", "--zero-commit", "-k",
+                                                   "--numbered", "--encode-email-headers", "--no-binary")
+                   and not o.startswith("--signature")]
+        options += draw(st.sampled_from([[], ["--binary"], ["--full-index"], ["--binary", "--full-index"]]))
+    return Scenario(base, commits, options, draw(st.booleans()) and not plain, plain)
 
 
 def write_tree(root: Path, tree: dict[str, Node]) -> None:
@@ -209,6 +216,13 @@ def realize(scenario: Scenario, work: Path) -> tuple[Path, list[Path]]:
     out = work / "patches"
     if not made:
         return repo, []
+    if scenario.plain_diff:
+        out.mkdir()
+        shas = git(repo, "rev-list", "--reverse", "base..main").stdout.decode().split()
+        for number, sha in enumerate(shas, 1):
+            diff = git(repo, "diff", *scenario.diff_options, f"{sha}^", sha).stdout
+            (out / f"{number:04d}.diff").write_bytes(diff)
+        return repo, sorted(out.glob("*.diff"))
     git(repo, "format-patch", "-q", "-o", str(out), *scenario.diff_options, "base..main")
     return repo, sorted(out.glob("*.patch"))
 
@@ -220,13 +234,19 @@ def clone(repo: Path, where: Path) -> Path:
 
 
 def oracle(repo: Path, patches: list[Path], work: Path, strip: int) -> tuple[list[bool], str]:
-    """`git am --keep-cr` one patch at a time; (applied per patch, final tree id)."""
+    """`git am --keep-cr` (or `git apply --index` for plain diffs) one patch at a time;
+    (applied per patch, final tree id)."""
     target = clone(repo, work / "oracle")
     verdicts = []
     for patch in patches:
-        proc = git(target, "am", "--keep-cr", f"-p{strip}", str(patch), check=False)
-        if proc.returncode != 0:
-            git(target, "am", "--abort", check=False)
+        if patch.suffix == ".diff":
+            proc = git(target, "apply", "--index", f"-p{strip}", str(patch), check=False)
+            if proc.returncode == 0:
+                git(target, "commit", "-q", "--allow-empty", "-m", patch.name)
+        else:
+            proc = git(target, "am", "--keep-cr", f"-p{strip}", str(patch), check=False)
+            if proc.returncode != 0:
+                git(target, "am", "--abort", check=False)
         verdicts.append(proc.returncode == 0)
     return verdicts, git(target, "rev-parse", "HEAD^{tree}").stdout.decode().strip()
 
