@@ -37,7 +37,8 @@ def git(cwd: Path, *args: str, check: bool = True, input: bytes | None = None) -
 
 NAMES = ["a.py", "b c.txt", " lead.txt", "trail.txt ", "dir/x.h", "dir/sub/y.c", 'q"uote.txt', "tab\there.txt",
          "ü.txt", "back\\slash.txt", "conf/config.py", "copy.h", "x.bat", "id.txt", "data.bin", "-dash.txt",
-         "dir/z z/w.py", "new\nline.txt", "e.txt", "f", os.fsdecode(b"raw\xff\xfe.txt"), "a\x01ctl.txt"]
+         "dir/z z/w.py", "new\nline.txt", "e.txt", "f", os.fsdecode(b"raw\xff\xfe.txt"), "a\x01ctl.txt",
+         "dir", "conf", "dir/sub"]  # names that are directories in other states: type changes
 LINES = [b"alpha\n", b"beta\n", b"gamma\r\n", b"tensor\r\rblock\n", b"\n", b"  spaces  \n", b"\ttab\n",
          b"$Id$\n", b"def f(x):\n", b"    return x\n", b"lone\rcr\n", b"delta\n", b"epsilon\n", b"zeta\n",
          b"eta\n", b"theta\n", b"\xff\xfe raw bytes\n"]
@@ -160,7 +161,7 @@ def scenarios(draw) -> Scenario:
         base[".gitattributes"] = Node("file", b"".join(draw(st.lists(st.sampled_from(ATTRIBUTES), min_size=1,
                                                                       max_size=3, unique=True))))
     commits, tree = [], base
-    for _ in range(draw(st.integers(1, 3))):
+    for _ in range(draw(st.integers(1, 4))):
         tree = draw(next_tree(tree))
         commits.append(tree)
     options = []

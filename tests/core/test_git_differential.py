@@ -155,3 +155,9 @@ def test_a_submodule_pointer_is_updated_added_and_removed_as_git_does(tmp_path):
     report, target = ours(repo, patches, tmp_path, 1, False)
     assert expected == [True] and report.status == "applied", [(p.name, p.status, p.files) for p in report.patches]
     assert git(target, "rev-parse", "HEAD^{tree}").stdout.decode().strip() == tree
+
+
+def test_a_file_replaced_by_a_directory_and_back():
+    compare(_case({"dir": Node("file", LONG), "a.txt": Node("file", b"a\n")},
+                  {"dir": None, "dir/x.h": Node("file", LONG)}, {"dir/x.h": None, "dir": Node("file", b"again\n")},
+                  options=("--no-renames",)))

@@ -376,13 +376,25 @@ def _verify_checkout(repo: Repo, branch: str, result: Plan) -> None:
     final: dict[str, bytes | None] = {}
     for commit in result.commits:
         final.update({path: content for path, (content, mode) in commit.changes.items() if mode != 0o160000})
+    below = {parent for path, content in final.items() if content is not None
+             for parent in _parents(path)}  # directories the branch puts files in
     for path, content in sorted(final.items()):
-        if (content is not None) != os.path.lexists(root / path):
+        disk = root / path
+        if content is not None:
+            wrong = not os.path.lexists(disk)
+        else:  # deleted: gone, or a directory now (a file replaced by a directory of files)
+            wrong = os.path.lexists(disk) and not (path in below and disk.is_dir() and not disk.is_symlink())
+        if wrong:
             raise gitops.GitFailed(["checkout"], 0, f"the checkout left {path} "
                                    f"{'unwritten' if content is not None else 'in place'} (a sparse checkout, or "
                                    f"a read-only directory?)", repo.working_tree_dir)
     if gitops.current_branch(repo) != branch:
         raise gitops.GitFailed(["checkout"], 0, f"HEAD is not on {branch} after the checkout", repo.working_tree_dir)
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
 def _specs(result: Plan) -> list[gitops.CommitSpec]:
