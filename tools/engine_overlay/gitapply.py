@@ -30,6 +30,7 @@ from .errors import OverlayError
 from .gitdiff import apply_delta
 from .report import ALREADY, APPLIED, FAILED, OFFSET, THREE_WAY, FileResult
 from .series import FilePatch, Hunk, split_lines
+from .threeway import three_way
 from .tree import MODE_FILE, MODE_GITLINK, TreeState, is_link
 
 _TO_BE_DELETED, _WAS_DELETED = "to-be-deleted", "was-deleted"
@@ -204,25 +205,6 @@ def _apply_binary(e: _Entry, image: bytes, state: TreeState) -> bytes:
 
 # -- one patch -----------------------------------------------------------------------------------
 
-def _three_way(current: bytes, e: _Entry, state: TreeState) -> tuple[bytes | None, list[bool] | None]:
-    """`git am -3`: rebuild the preimage from the `index` blob and merge (None, None: not possible)."""
-    from .gitops import merge_file
-
-    if e.reverse or not e.index_old or set(e.index_old) == {"0"}:
-        return None, None
-    base = state.blob(e.index_old)
-    if base is None:
-        return None, None
-    theirs, results = apply_text(base, e.fp.hunks)
-    if theirs is None or any(r.status != H.CLEAN for r in results):
-        return None, None
-    merged, conflicts = merge_file(current, base, theirs)
-    if conflicts == 0:
-        return merged, [False] * len(e.fp.hunks)
-    return None, [apply_text(base, [h])[0] is None or merge_file(current, base, apply_text(base, [h])[0])[1] > 0
-                  for h in e.fp.hunks]
-
-
 class GitPatchPlan:
     """Checks and applies the entries of one patch against *state*; see the module docstring."""
 
@@ -346,7 +328,8 @@ class GitPatchPlan:
     def _fallback(self, e: _Entry, image: bytes, hunks: list[H.HunkResult]):
         if not e.reverse and already_applied(image, e.fp.hunks):
             raise _Refused("change already present", hunks, status=ALREADY)
-        merged, colliding = _three_way(image, e, self.state) if self.three_way else (None, None)
+        merged, colliding = (three_way(image, e.fp, self.state.blob, apply_text)
+                             if self.three_way and not e.reverse else (None, None))
         if colliding is not None:
             hunks = [H.HunkResult(r.index, r.status if r.status != H.FAILED else (H.FAILED if hit else H.THREE_WAY),
                                   r.offset, r.line, r.at) for r, hit in zip(hunks, colliding, strict=True)]

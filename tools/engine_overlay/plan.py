@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.utils
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,6 @@ from pathlib import Path
 from . import hunks as H
 from .errors import OverlayError
 from .gitapply import GitPatchPlan, layout_problem
-from .gitops import merge_file
 from .overlay_files import OverlayFile, manifest_sha256
 from .report import (
     ALREADY,
@@ -30,13 +28,12 @@ from .report import (
     PatchResult,
 )
 from .series import FilePatch, Patch, parse_author
+from .threeway import BlobReader, three_way
 from .tree import MODE_FILE, MODE_GITLINK, TreeState, is_link
 
 TRAILER_PATCH = "Overlay-Patch"
 TRAILER_SHA = "Overlay-Patch-Sha256"
 TRAILER_FILES = "Overlay-Files-Sha256"
-
-BlobReader = Callable[[str], bytes | None]  # abbreviated blob sha -> content
 
 
 @dataclass
@@ -68,37 +65,6 @@ def _choose_name(state: TreeState, fp: FilePatch, old: str | None, new: str | No
     if not pool:
         return None
     return min(pool, key=lambda n: (n.count("/"), len(n.rsplit("/", 1)[-1]), len(n)))
-
-
-def _three_way(current: bytes, fp: FilePatch,
-               read_blob: BlobReader | None) -> tuple[bytes | None, list[bool] | None]:
-    """Rebuild the patch's preimage from its `index` line and merge with `git merge-file`.
-
-    Returns (merged content or None on conflict, per hunk: does it collide with an
-    upstream change?) — (None, None) when no 3-way merge is possible at all.
-    """
-    if read_blob is None or not fp.index_old or set(fp.index_old) == {"0"}:
-        return None, None
-    base = read_blob(fp.index_old)
-    if base is None:
-        return None, None
-    theirs, results = H.apply_hunks(base, fp.hunks)
-    if theirs is None or any(r.status != H.CLEAN for r in results):
-        return None, None
-    merged, conflicts = merge_file(current, base, theirs)
-    if conflicts == 0:
-        return merged, [False] * len(fp.hunks)
-    return None, _colliding_hunks(base, current, fp)
-
-
-def _colliding_hunks(base: bytes, current: bytes, fp: FilePatch) -> list[bool]:
-    """Per hunk, whether merging that hunk alone into *current* conflicts (one `git merge-file`
-    per hunk: the same merge the whole file gets, so the per-hunk verdicts match it)."""
-    out = []
-    for hunk in fp.hunks:
-        alone, _ = H.apply_hunks(base, [hunk])
-        out.append(alone is None or merge_file(current, base, alone)[1] > 0)
-    return out
 
 
 def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, reverse: bool,
@@ -150,7 +116,7 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
         if patched is None:
             if not creating and not reverse and H.already_applied(content, fp.hunks):
                 return FileResult(shown, action, ALREADY, results, "change already present")
-            merged, colliding = (None, None) if reverse else _three_way(content, fp, read_blob)
+            merged, colliding = (None, None) if reverse else three_way(content, fp, read_blob, H.apply_hunks)
             if colliding is not None:  # a 3-way merge ran: say which hunks merge and which conflict
                 results = [H.HunkResult(r.index, r.status if r.status != H.FAILED
                                         else (H.FAILED if hit else H.THREE_WAY), r.offset, r.line, r.at)
