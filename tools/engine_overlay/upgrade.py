@@ -64,12 +64,28 @@ def _tree(engine: Engine, version: str) -> tuple[git.Repo, str]:
     return gitops.open_repo(Path(result.tree)), result.tag
 
 
-def _throwaway(new_repo: git.Repo, tag: str, old_repo: git.Repo, where: Path) -> git.Repo:
-    """A clone of the new tree at *tag* sharing objects, with the old tree's objects as alternate."""
+def _fetched_object_dirs(engine: Engine) -> list[Path]:
+    """The object stores of every pin of *engine* already in the cache: a patch written on an
+    earlier release names that release's blobs in its `index` lines (its 3-way base)."""
+    found = []
+    for version in engine.pins:
+        tree = sources.tree_path(engine.name, version)
+        objects = tree / ".git" / "objects"
+        if objects.is_dir() and not (tree / ".git").is_symlink():
+            found.append(objects)
+    return found
+
+
+def _throwaway(new_repo: git.Repo, tag: str, old_repo: git.Repo, where: Path,
+               more: list[Path] = ()) -> git.Repo:
+    """A clone of the new tree at *tag* sharing objects, with the old tree's objects (and *more*
+    object stores) as alternates for 3-way bases."""
     clone = gitops.clone(gitops.work_root(new_repo), where, shared=True, no_checkout=True)
     alternates = Path(clone.git_dir) / "objects" / "info" / "alternates"
+    stores = [Path(old_repo.git_dir) / "objects", *more]
     with open(alternates, "a") as handle:
-        handle.write(str(Path(old_repo.git_dir) / "objects") + "\n")
+        for store in dict.fromkeys(str(p) for p in stores):
+            handle.write(store + "\n")
     clone.git.checkout("-q", "-b", "overlay-preview-base", tag)
     return clone
 
@@ -112,10 +128,12 @@ def upstream_touches(patch: Patch, old: git.Repo, old_tag: str, new: git.Repo, n
                    .get_opcodes() if tag != "equal"]
         funcs_old = _functions(before) if path.endswith(".py") else {}
         funcs_new = _functions(after) if path.endswith(".py") else {}
+        placed = _where_hunks_apply(before, fp)
         for number, hunk in enumerate(fp.hunks, 1):
-            start, end = hunk.old_start - 1, hunk.old_start - 1 + hunk.old_len
-            first = hunk.old_start + hunk.leading  # 1-based lines the hunk really changes
-            last = max(first, hunk.old_start + hunk.old_len - hunk.trailing - 1)
+            at = placed[number - 1] or hunk.old_start  # where the hunk sits on the old pin (offsets included)
+            start, end = at - 1, at - 1 + hunk.old_len
+            first = at + hunk.leading  # 1-based lines the hunk really changes
+            last = max(first, at + hunk.old_len - hunk.trailing - 1)
             around = [name for name, (lo, hi, _text) in funcs_old.items() if lo <= first and last <= hi]
             innermost = max(around, key=lambda n: funcs_old[n][0], default=None)
             if innermost is not None and funcs_new.get(innermost, (0, 0, None))[2] != funcs_old[innermost][2]:
@@ -123,8 +141,18 @@ def upstream_touches(patch: Patch, old: git.Repo, old_tag: str, new: git.Repo, n
                 touches.append(UpstreamTouch(patch.name, path, number, f"function {innermost} {what}"))
             elif any(i1 < end + 3 and i2 > start - 3 for i1, i2 in changed):
                 touches.append(UpstreamTouch(patch.name, path, number,
-                                             f"upstream changed lines near {hunk.old_start}-{end}"))
+                                             f"upstream changed lines near {at}-{end}"))
     return touches
+
+
+def _where_hunks_apply(content: bytes, fp) -> list[int]:
+    """1-based line where each hunk of *fp* applies to *content* (0 where it does not), by the
+    rules the apply itself uses (git's for git patches, GNU patch's for plain diffs)."""
+    from .gitapply import apply_text
+    from .hunks import apply_hunks
+
+    _result, results = (apply_text if fp.git else apply_hunks)(content, fp.hunks)
+    return [r.at if r.status in ("clean", "offset") else 0 for r in results]
 
 
 # -- preview ------------------------------------------------------------------------------------
@@ -137,7 +165,7 @@ def preview(engine: Engine, to_version: str, from_version: str | None = None,
     new_repo, new_tag = _tree(engine, to_pin.version)
     payload = engine_payload(engine, to_pin)
     with tempfile.TemporaryDirectory(prefix="overlay-preview-") as tmp:
-        clone = _throwaway(new_repo, new_tag, old_repo, Path(tmp) / "tree")
+        clone = _throwaway(new_repo, new_tag, old_repo, Path(tmp) / "tree", _fetched_object_dirs(engine))
         report = apply_git(clone, payload, ApplyOptions(branch="overlay-preview", three_way=True), "preview")
         report.command = "preview-upgrade"
         report.target = str(gitops.work_root(new_repo))

@@ -1,0 +1,71 @@
+"""preview-upgrade's analysis on histories where the patch was not written on the old pin:
+`touched` must be computed where each hunk sits, and 3-way bases come from every pinned release."""
+
+from __future__ import annotations
+
+from helpers import diff_of, git, make_repo, write_patch
+
+
+def _lines(prefix: str, count: int) -> str:
+    return "".join(f"{prefix} {i}\n" for i in range(1, count + 1))
+
+
+def _project(tmp_path, up, tags: dict[str, str], patch: str, default: str, urls: dict | None = None):
+    project = tmp_path / "proj"
+    project.mkdir(parents=True)
+    urls = urls or {version: up for version in tags}
+    pins = "".join(f'[eng.pins."{version}"]\nkind = "git"\nurl = "{urls[version]}"\ntag = "{tag}"\n'
+                   f'commit = "{git(urls[version], "rev-parse", tag + "^{commit}").strip()}"\n'
+                   for version, tag in tags.items())
+    (project / "VERSIONS.toml").write_text(f'[eng]\nversion = "{default}"\n{pins}')
+    write_patch(project / "patches/eng", "0001-x.patch", patch)
+    (project / "patches/eng/series").write_text("0001-x.patch\n")
+    return project
+
+
+def test_touched_is_computed_where_the_hunk_applies_on_the_old_pin(tmp_path, run_cli):
+    body = _lines("body", 40)
+    up = make_repo(tmp_path / "up", {"m.py": body}, tag="v0")
+    patch = diff_of(up, "m.py", body.replace("body 30\n", "body thirty\n"), "x")  # written on v0
+    (up / "m.py").write_text(_lines("header", 58) + body)  # v1: the hunk now sits 58 lines lower
+    git(up, "commit", "-qam", "v1")
+    git(up, "tag", "v1")
+    # v2: upstream edits the lines the hunk's header names (27-33), far from where it applies (85-91)
+    (up / "m.py").write_text(_lines("header", 25) + "changed\n" + _lines("header", 58)[len(_lines("header", 26)):]
+                             + body)
+    git(up, "commit", "-qam", "v2")
+    git(up, "tag", "v2")
+    project = _project(tmp_path, up, {"1.0": "v1", "2.0": "v2"}, patch, "1.0")
+    for version in ("1.0", "2.0"):
+        assert run_cli("fetch", "eng", "--version", version, project=project)[0] == 0
+    code, out, data = run_cli("--format", "json", "preview-upgrade", "eng", "--to", "2.0", project=project)
+    assert [p["status"] for p in data["report"]["patches"]] == ["offset"], out
+    assert data["touched"] == [], data["touched"]
+    # and an upstream change right where the hunk sits is reported there
+    (up / "m.py").write_text(_lines("header", 58) + body.replace("body 31\n", "body 31 upstream\n"))
+    git(up, "commit", "-qam", "v3")
+    git(up, "tag", "v3")
+    project3 = _project(tmp_path / "p3", up, {"1.0": "v1", "3.0": "v3"}, patch, "1.0")
+    for version in ("1.0", "3.0"):
+        assert run_cli("fetch", "eng", "--version", version, project=project3)[0] == 0
+    code, out, data = run_cli("--format", "json", "preview-upgrade", "eng", "--to", "3.0", project=project3)
+    assert [t["hunk"] for t in data["touched"]] == [1] and "near 85-91" in data["touched"][0]["what"], data["touched"]
+
+
+def test_three_way_bases_come_from_every_pinned_release(tmp_path, run_cli):
+    body = _lines("line", 30)
+    # three upstream repositories with one release each: no tree holds another's history
+    v0 = make_repo(tmp_path / "v0", {"m.py": body}, tag="v0")
+    patch = diff_of(v0, "m.py", body.replace("line 15\n", "line fifteen\n"), "x")  # index names v0's blob
+    v1 = make_repo(tmp_path / "v1", {"m.py": body.replace("line 12\n", "line 12 (v1)\n")}, tag="v1")
+    v2 = make_repo(tmp_path / "v2", {"m.py": body.replace("line 12\n", "line 12 (v2)\n")}, tag="v2")
+    urls = {"0.9": v0, "1.0": v1, "2.0": v2}
+    project = _project(tmp_path, v0, {"0.9": "v0", "1.0": "v1", "2.0": "v2"}, patch, "1.0", urls)
+    for version in ("1.0", "2.0"):
+        assert run_cli("fetch", "eng", "--version", version, project=project)[0] == 0
+    code, out, data = run_cli("--format", "json", "preview-upgrade", "eng", "--to", "2.0", project=project)
+    assert [p["status"] for p in data["report"]["patches"]] == ["failed"], out  # no base blob anywhere
+    # with the patch's own release pinned and fetched, its blob is the 3-way base
+    assert run_cli("fetch", "eng", "--version", "0.9", project=project)[0] == 0
+    code, out, data = run_cli("--format", "json", "preview-upgrade", "eng", "--to", "2.0", project=project)
+    assert code == 0 and [p["status"] for p in data["report"]["patches"]] == ["3-way"], out
