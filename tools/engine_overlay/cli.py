@@ -31,9 +31,50 @@ _LAZY_COMMANDS = {
 }
 
 
+# --project and --format: options of the group (before the subcommand) and, added to every
+# command as it is resolved, after it too (`overlay apply vllm --format json`, as `pip list
+# --format json` is typed). Both land in the shared ui.AppContext; a value after the
+# subcommand wins over one before it.
+_PROJECT_HELP = "Project directory holding VERSIONS.toml (default: walk up from here)."
+_FORMAT_HELP = "Output format; json is a stable schema (see README)."
+_FORMATS = ("human", "json")
+_SHARED_FIELDS = {"overlay_project": "project", "overlay_fmt": "fmt"}  # option name -> AppContext field
+
+
+def _store_shared_option(ctx: click.Context, param: click.Parameter, value) -> None:
+    if value is not None:
+        setattr(ctx.ensure_object(ui.AppContext), _SHARED_FIELDS[param.name], value)
+
+
+def _shared_options() -> list[click.Option]:
+    """--project and --format for a subcommand: not passed to its function (expose_value=False),
+    stored into the AppContext when given."""
+    return [
+        click.Option(["--project", "overlay_project"], type=click.Path(file_okay=False, path_type=Path),
+                     expose_value=False, callback=_store_shared_option, help=_PROJECT_HELP),
+        click.Option(["--format", "overlay_fmt"], type=click.Choice(_FORMATS), expose_value=False,
+                     callback=_store_shared_option, help=_FORMAT_HELP),
+    ]
+
+
+def _add_shared_options(command: click.Command) -> click.Command:
+    """Give *command* (and, for a group, its subcommands) --project and --format, once; a command
+    that has an option of that name itself (say `--format markdown`) keeps its own."""
+    if getattr(command, "_overlay_shared_options", False):
+        return command
+    taken = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    command.params.extend(option for option in _shared_options() if not taken.intersection(option.opts))
+    command._overlay_shared_options = True  # type: ignore[attr-defined]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_shared_options(sub)
+    return command
+
+
 class OverlayGroup(click.Group):
     """Turns user errors (and OS errors such as a full disk) into one message, no traceback;
-    commands of the subpackages are imported only when invoked (start-up time)."""
+    commands of the subpackages are imported only when invoked (start-up time); every
+    command, lazy ones too, accepts --project and --format after its name as well."""
 
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
@@ -44,7 +85,8 @@ class OverlayGroup(click.Group):
 
             module, attr = _LAZY_COMMANDS[name]
             self.add_command(getattr(importlib.import_module(f"{__package__}.{module}"), attr), name)
-        return super().get_command(ctx, name)
+        command = super().get_command(ctx, name)
+        return _add_shared_options(command) if command is not None else None
 
     def invoke(self, ctx: click.Context):
         try:
@@ -79,14 +121,15 @@ class OverlayGroup(click.Group):
 
 
 @click.group(cls=OverlayGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--project", type=click.Path(file_okay=False, path_type=Path),
-              help="Project directory holding VERSIONS.toml (default: walk up from here).")
-@click.option("--format", "fmt", type=click.Choice(["human", "json"]), default="human",
-              help="Output format; json is a stable schema (see README).")
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), help=_PROJECT_HELP)
+@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="human", help=_FORMAT_HELP)
 @click.version_option(__version__, prog_name="overlay")
 @click.pass_context
 def cli(ctx: click.Context, project: Path | None, fmt: str) -> None:
-    """Apply pinned patch series and overlay files onto inference engine sources."""
+    """Apply pinned patch series and overlay files onto inference engine sources.
+
+    --project and --format may also follow the command (`overlay apply vllm --format json`).
+    """
     ctx.obj = ui.AppContext(project=project, fmt=fmt)
 
 

@@ -32,7 +32,8 @@ JSON_SCHEMA_VERSION = 1
 
 @dataclass
 class AppContext:
-    """Options of the top-level ``overlay`` group, shared by every command."""
+    """Options of the top-level ``overlay`` group, shared by every command. ``--project`` and
+    ``--format`` may be given before or after the subcommand; a value after it wins."""
 
     project: Path | None = None
     fmt: str = "human"
