@@ -267,7 +267,7 @@ def test_check_gives_every_patch_its_own_verdict(tmp_path, upstream, run_cli):
         assert code == 1, out
         assert [p["status"] for p in data["patches"]] == ["applied", "failed", "failed", "applied"]
         assert "0002-broken.patch:" in data["patches"][1]["message"]
-    assert data["branch"] and not gitops.branch_exists(gitops.open_repo(upstream), "overlay/demo-1.0.0")
+    assert data["branch"] is None and not gitops.branch_exists(gitops.open_repo(upstream), "overlay/demo-1.0.0")
 
 
 @pytest.mark.parametrize("name", ["my series", "fix.lock", "a..b"])

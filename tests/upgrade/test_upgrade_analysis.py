@@ -69,3 +69,25 @@ def test_three_way_bases_come_from_every_pinned_release(tmp_path, run_cli):
     assert run_cli("fetch", "eng", "--version", "0.9", project=project)[0] == 0
     code, out, data = run_cli("--format", "json", "preview-upgrade", "eng", "--to", "2.0", project=project)
     assert code == 0 and [p["status"] for p in data["report"]["patches"]] == ["3-way"], out
+
+
+def test_a_patch_already_upstream_is_said_so_not_failed(tmp_path, run_cli):
+    body = _lines("line", 30)
+    up = make_repo(tmp_path / "up", {"m.py": body, "n.py": body}, tag="v1")
+    patch = diff_of(up, "m.py", body.replace("line 15\n", "line fifteen\n"), "x")
+    (up / "m.py").write_text(body.replace("line 15\n", "line fifteen\n"))  # upstream merged it in v2
+    git(up, "commit", "-qam", "v2")
+    git(up, "tag", "v2")
+    project = _project(tmp_path, up, {"1.0": "v1", "2.0": "v2"}, patch, "1.0")
+    for version in ("1.0", "2.0"):
+        assert run_cli("fetch", "eng", "--version", version, project=project)[0] == 0
+    code, out, data = run_cli("--format", "json", "preview-upgrade", "eng", "--to", "2.0", project=project)
+    assert code == 0 and data["report"]["status"] == "clean", out
+    assert data["suggestions"] == ["drop 0001-x.patch: its change is already in 2.0"]
+    files = data["report"]["patches"][0]["files"]
+    assert [h["status"] for h in files[0]["hunks"]] == ["already-applied"]  # not "failed"
+    code, out, data = run_cli("--format", "json", "apply", "eng", "--version", "2.0", "--check", project=project)
+    assert code == 1 and data["status"] == "already-upstream" and data["branch"] is None, out
+    assert any("already upstream (drop from the series): 0001-x.patch" in w for w in data["warnings"])
+    code, out, _ = run_cli("apply", "eng", "--version", "2.0", project=project)
+    assert "result: already-upstream" in out and "drop from the series" in out and "branch" not in out.split("\n")[0]

@@ -281,9 +281,16 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
         finally:
             state.close()
         _fill(report, payload, result)
+        upstream = [p.name for p in result.patches if p.status == ALREADY]
+        if upstream:
+            report.warnings.append(f"already upstream (drop from the series): {', '.join(upstream)}")
         if not result.ok:
             report.status = "failed"
+            report.branch = None  # no branch was made
+            if upstream and all(p.status in (ALREADY, *OK_PATCH) for p in result.patches):
+                report.status = "already-upstream"  # nothing failed: the series only needs the drop
             if opts.keep and not opts.check and rebuild_from is None:
+                report.branch = branch
                 _keep_prefix(repo, result, branch, head)
                 report.status = "kept"
                 report.warnings.append(f"--keep: branch {branch} holds the patches before the first failure")

@@ -144,7 +144,7 @@ def _finish(report) -> None:
     from .report import render
 
     ui.emit(report.command, report, lambda console: render(report, console))
-    if report.status in ("failed", "kept", "out-of-date"):
+    if report.status in ("failed", "kept", "out-of-date", "already-upstream"):
         raise click.exceptions.Exit(EXIT_CHECK_FAILED)
 
 
@@ -447,6 +447,35 @@ def export(engine, checkout, version, branch) -> None:
             console.print(f"  wrote {name}", markup=False)
 
     ui.emit("export", result, human)
+
+
+@cli.command("import")
+@click.argument("engine")
+@click.option("--checkout", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Your fork: a git checkout with commits on top of the pinned upstream release.")
+@click.option("--base", help="The upstream commit or tag the fork starts from (default: the pin's tag or commit).")
+@click.option("--branch", help="The fork's branch (default: the checkout's current branch).")
+@click.option("--flatten", is_flag=True,
+              help="Import the first-parent history, each merge as one patch of its first-parent diff.")
+def import_cmd(engine, checkout, base, branch, flatten) -> None:
+    """Turn a fork's commits on the pinned base into patches appended to ENGINE's series."""
+    from .importing import import_fork
+
+    result = import_fork(_project(), engine, checkout, base=base, branch=branch, flatten=flatten)
+
+    def human(console):
+        for item in result.imported:
+            console.print(f"imported {item.commit[:12]} {item.subject} -> {item.patch}", markup=False)
+        for item in result.skipped:
+            console.print(f"skipped  {item.commit[:12]} {item.subject}: {item.reason}", markup=False)
+        for warning in result.warnings:
+            console.print(f"warning: {warning}", markup=False)
+        tip = result.branch or "HEAD"
+        console.print(f"{len(result.imported)} commit(s) imported, {len(result.skipped)} skipped, from "
+                      f"{result.base_ref} ({result.base[:12]}) to {tip} ({result.tip[:12]}) into {result.series}"
+                      + ("; the series gives exactly the fork's tree" if result.verified else ""), markup=False)
+
+    ui.emit("import", result, human)
 
 
 @cli.command("diff-upstream")

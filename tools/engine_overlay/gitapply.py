@@ -162,6 +162,11 @@ def apply_text(content: bytes, hunks: list[Hunk], reverse: bool = False) -> tupl
     return b"".join(lines), results
 
 
+def _present(results: list[H.HunkResult]) -> list[H.HunkResult]:
+    """Hunk results of a change that is already there: each hunk is present, none failed."""
+    return [H.HunkResult(r.index, H.ALREADY, 0, r.line, r.at) for r in results]
+
+
 def already_applied(content: bytes, hunks: list[Hunk]) -> bool:
     """The change is present: every hunk adds something and the reverse patch applies.
     (A hunk that only removes lines is no evidence: its reverse matches wherever its context is.)"""
@@ -327,7 +332,7 @@ class GitPatchPlan:
 
     def _fallback(self, e: _Entry, image: bytes, hunks: list[H.HunkResult]):
         if not e.reverse and already_applied(image, e.fp.hunks):
-            raise _Refused("change already present", hunks, status=ALREADY)
+            raise _Refused("change already present", _present(hunks), status=ALREADY)
         merged, colliding = (three_way(image, e.fp, self.state.blob, apply_text)
                              if self.three_way and not e.reverse else (None, None))
         if colliding is not None:

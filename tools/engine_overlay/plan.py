@@ -115,7 +115,8 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
         patched, results = H.apply_hunks(content, fp.hunks, reverse=reverse)
         if patched is None:
             if not creating and not reverse and H.already_applied(content, fp.hunks):
-                return FileResult(shown, action, ALREADY, results, "change already present")
+                return FileResult(shown, action, ALREADY, [H.HunkResult(r.index, H.ALREADY, 0, r.line, r.at)
+                                                           for r in results], "change already present")
             merged, colliding = (None, None) if reverse else three_way(content, fp, read_blob, H.apply_hunks)
             if colliding is not None:  # a 3-way merge ran: say which hunks merge and which conflict
                 results = [H.HunkResult(r.index, r.status if r.status != H.FAILED

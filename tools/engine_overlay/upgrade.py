@@ -190,7 +190,8 @@ def preview(engine: Engine, to_version: str, from_version: str | None = None,
     touched_ok = {t.patch for t in result.touched} & {p.name for p in report.patches if p.status in OK_PATCH}
     for name in sorted(touched_ok):
         report.warnings.append(f"{name} still applies, but upstream changed the code it touches: review it")
-    report.status = "clean" if all(p.status in OK_PATCH or p.status == SKIPPED
+    # a patch already upstream is no conflict: `overlay upgrade` drops it (and says why)
+    report.status = "clean" if all(p.status in OK_PATCH or p.status in (SKIPPED, ALREADY)
                                    for p in report.patches) else "conflicts"
     return result
 
