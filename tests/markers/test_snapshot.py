@@ -1,12 +1,25 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from engine_overlay.errors import OverlayError
+from engine_overlay.markers import snapshot
 from engine_overlay.markers.grammar import MarkerConfig
-from engine_overlay.markers.snapshot import read_snapshot, take_snapshot
+from engine_overlay.markers.snapshot import find_rg, read_snapshot, take_snapshot
+
+
+def require_rg() -> str:
+    """The rg binary; a missing one skips locally but fails under CI=true (the `ripgrep`
+    dependency installs it: a missing tool there is a broken install, never a skip)."""
+    rg = find_rg()
+    if rg is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("rg (the `ripgrep` dependency) is not installed beside this Python nor on PATH")
+        pytest.skip("rg (ripgrep) is not installed: pip install -e . installs it")
+    return rg
 
 
 def test_snapshot_records_blocks(write, tmp_path, runner_src):
@@ -60,15 +73,29 @@ def test_paths_restrict_the_scan(write, tmp_path, runner_src):
         take_snapshot(tmp_path, ["missing"])
 
 
-def test_python_and_ripgrep_prefilters_agree(write, tmp_path, runner_src):
+def test_python_and_ripgrep_prefilters_agree(write, tmp_path, runner_src, monkeypatch):
+    require_rg()
     write(tmp_path, "a.py", runner_src)
     write(tmp_path, ".hidden/b.py", runner_src)
     write(tmp_path, "c.py", "x = 1\n")
     (tmp_path / ".gitignore").write_text("a.py\n")
-    fast = take_snapshot(tmp_path, use_rg=None)
+    with monkeypatch.context() as patched:  # the default takes the fast path: ripgrep, not Python
+        patched.setattr(snapshot, "_python_filter", lambda *a: pytest.fail("the Python pre-filter ran"))
+        fast = take_snapshot(tmp_path, use_rg=None)
     slow = take_snapshot(tmp_path, use_rg=False)
     assert fast.to_dict() == slow.to_dict()
     assert {b.file for b in fast.blocks} == {"a.py", ".hidden/b.py"}
+
+
+def test_rg_beside_this_python_is_found_without_path(monkeypatch):
+    """`overlay` run by its full path (venv not activated): the `ripgrep` dependency's rg in the
+    environment's bin/ is still found."""
+    rg = require_rg()
+    monkeypatch.setenv("PATH", "")
+    beside = find_rg()
+    if beside is None and os.environ.get("CI") != "true":
+        pytest.skip(f"rg is only on PATH here ({rg}), not installed beside this Python")
+    assert beside is not None and os.access(beside, os.X_OK)
 
 
 def test_globs_from_config(write, tmp_path):

