@@ -150,3 +150,29 @@ def test_unknown_engine_and_version(tmp_path, index, run_cli):
     assert code == 2 and "unknown engine 'nope'" in out
     code, out, _ = run_cli("fetch", "eng", "--version", "9.9", project=project)
     assert code == 2 and "no pin for version 9.9" in out and "1.2.0" in out
+
+
+def test_a_tree_cached_for_another_pin_of_the_version_is_never_reused(tmp_path, index, run_cli):
+    data = make_sdist(index.root / "eng-1.2.0.tar.gz", "eng", "1.2.0")
+    sha = hashlib.sha256(data).hexdigest()
+    index.published["eng-1.2.0.tar.gz"] = sha
+    project = project_for(tmp_path / "p", index.url, sha)
+    code, out, sdist = run_cli("--format", "json", "fetch", "eng", project=project)
+    assert code == 0, out
+    # the same version, now pinned as a git tag of another commit
+    up = tmp_path / "up"
+    up.mkdir()
+    git(up, "init", "-q", "-b", "main")
+    (up / "other.py").write_text("x = 1\n")
+    git(up, "add", "-A")
+    git(up, "commit", "-qm", "git release")
+    git(up, "tag", "v1.2.0")
+    commit = git(up, "rev-parse", "HEAD").strip()
+    (project / "VERSIONS.toml").write_text(f'[eng]\nversion = "1.2.0"\n[eng.pins."1.2.0"]\nkind = "git"\n'
+                                           f'url = "{up}"\ntag = "v1.2.0"\ncommit = "{commit}"\n')
+    code, out, data = run_cli("--format", "json", "apply", "eng", "--check", project=project)
+    assert code == 2 and "not the pinned source" in out, out
+    code, out, data = run_cli("--format", "json", "fetch", "eng", project=project)
+    assert code == 0 and data["tree_created"] and data["commit"] == commit != sdist["commit"], out
+    assert data["warnings"] and "made again" in data["warnings"][0]
+    assert (Path(data["tree"]) / "other.py").exists() and not (Path(data["tree"]) / "eng").exists()

@@ -163,6 +163,8 @@ def fetch(engine: str, version: str | None) -> None:
         tree = "created" if result.tree_created else "cached"
         console.print(f"{result.engine} {result.version}: archive {how}, work tree {tree}", markup=False)
         console.print(f"  tree: {result.tree}\n  tag:  {result.tag} ({result.commit[:12]})", markup=False)
+        for warning in result.warnings:
+            console.print(f"warning: {warning}", markup=False)
 
     ui.emit("fetch", result, human)
 

@@ -17,13 +17,13 @@ import os
 import shutil
 import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitops, paths
 from .config import Engine, Pin
 from .errors import CheckFailed, OverlayError
-from .locking import TargetLock
+from .locking import TargetLock, read_json, write_json_atomic
 
 CACHE_ENV = "ENGINE_OVERLAY_CACHE"
 CHUNK = 1 << 20
@@ -39,6 +39,29 @@ class FetchResult:
     tree_created: bool
     commit: str
     tag: str
+    warnings: list[str] = field(default_factory=list)
+
+
+SOURCE_RECORD = "engine-overlay-source.json"  # in the tree's .git: which pin the tree was made from
+
+
+def source_identity(pin: Pin) -> dict:
+    """What makes a pinned source this source: a tree cached for another pin of the same
+    version (an sdist, then a git tag) must never be reused for it."""
+    source = pin.source
+    return {"kind": source.kind, "file": source.file, "sha256": source.sha256, "url": source.url,
+            "tag": source.tag, "commit": source.commit, "exclude": list(source.exclude)}
+
+
+def tree_problem(pin: Pin, tree: Path) -> str | None:
+    """None when the cached *tree* was made from *pin*, else what differs."""
+    record = read_json(tree / ".git" / SOURCE_RECORD, "the cached tree's source record",
+                       hint="run `overlay fetch` again")
+    if record is None:
+        return "it records no source (made by an older version of the tool)"
+    wanted = source_identity(pin)
+    changed = sorted(key for key in wanted if record.get(key) != wanted[key])
+    return f"it was made from another source ({', '.join(changed)} differ)" if changed else None
 
 
 def cache_dir() -> Path:
@@ -381,12 +404,23 @@ def fetch(engine: Engine, version: str | None = None) -> FetchResult:
         archive, downloaded = (None, False)
         if pin.source.kind != "git":
             archive, downloaded = ensure_archive(engine, pin)
+        warnings = []
         if (tree / ".git").exists():
             repo = gitops.open_repo(tree)
             sha = gitops.rev_parse(repo, f"refs/tags/{tag}")
-            if sha:
+            problem = tree_problem(pin, tree)
+            if problem is not None and problem.startswith("it records no source") and sha and (
+                    pin.source.kind != "git" or sha == pin.source.commit):
+                write_json_atomic(tree / ".git" / SOURCE_RECORD, source_identity(pin))  # adopt it
+                problem = None
+            if sha and pin.source.kind == "git" and sha != pin.source.commit:
+                problem = f"its tag is commit {sha[:12]}, the pin says {pin.source.commit[:12]}"
+            if sha and problem is None:
                 return FetchResult(engine.name, pin.version, str(tree), str(archive) if archive else None,
                                    downloaded, False, sha, tag)
+            if problem is not None:
+                warnings.append(f"the cached tree {tree} was made again: {problem} "
+                                f"(the old tree and its branches were removed)")
         if tree.exists() or tree.is_symlink():
             _remove_tree(tree)  # an incomplete tree from an interrupted fetch
         for stale in tree.parent.glob(f".{tree.name}.tmp-*") if tree.parent.exists() else ():
@@ -412,9 +446,10 @@ def fetch(engine: Engine, version: str | None = None) -> FetchResult:
                     raise
                 sha = gitops.commit_all(repo, f"upstream {engine.name} {pin.version}", pin.source.exclude)
                 repo.create_tag(tag, ref=sha)
+            write_json_atomic(staging / ".git" / SOURCE_RECORD, source_identity(pin))
             os.replace(staging, tree)
         finally:
             if staging.exists():
                 _remove_tree(staging)
         return FetchResult(engine.name, pin.version, str(tree), str(archive) if archive else None,
-                           downloaded, True, sha, tag)
+                           downloaded, True, sha, tag, warnings)
