@@ -379,3 +379,17 @@ def test_not_a_checkout_is_a_usage_error(tmp_path, run_cli):
     (tmp_path / "plain").mkdir()
     code, out, data = do_import(run_cli, project, tmp_path / "plain")
     assert code == 2 and "not a git repository" in data["error"]["message"], out
+
+
+def test_a_reversed_series_entry_does_not_count_as_imported(tmp_path, run_cli):
+    project = make_project(tmp_path / "proj", {})
+    fork = make_repo(tmp_path / "fork", {"a.txt": "a\n"})
+    write_tree(fork, {"a.txt": "a\nb\n"})
+    sha = commit(fork, "Add b")
+    directory = project / "patches/demo"
+    (directory / "0001-add-b.patch").write_bytes(git(fork, "format-patch", "--stdout", "-1", "HEAD").encode())
+    (directory / "series").write_text("0001-add-b.patch -R\n")
+    code, out, data = do_import(run_cli, project, fork)
+    assert code == 0, out
+    assert [i["commit"] for i in data["imported"]] == [sha] and data["skipped"] == []
+    assert data["verified"] is False and data["warnings"]

@@ -117,8 +117,8 @@ def import_fork(project: Project, engine: str, checkout: Path, base: str | None 
     result = ImportResult(eng.name, base_sha, base_ref, branch_name, tip, str(series_path))
     entries, series_text = _series_entries(series_path)
     known = _known_patch_ids(repo, directory, series_path, entries)
-    taken = {name for name in entries}
-    number = _last_number(entries)
+    taken = {name for name, _reverse in entries}
+    number = _last_number([name for name, _reverse in entries])
     new: list[tuple[_Commit, str, Path, bytes]] = []  # commit, name, path, patch bytes
     for commit in commits:
         raw = _patch_text(repo, commit)
@@ -285,8 +285,8 @@ def _with_upstream_status(raw: bytes, commit: _Commit) -> bytes:
 
 # -- the series as it is ------------------------------------------------------------------------
 
-def _series_entries(series_path: Path) -> tuple[list[str], str]:
-    """The names the series lists and its text ('' when there is no series file yet)."""
+def _series_entries(series_path: Path) -> tuple[list[tuple[str, bool]], str]:
+    """The (name, reversed) entries of the series and its text ('' when there is no series file yet)."""
     from .series import parse_series
 
     if not os.path.lexists(series_path):
@@ -299,15 +299,19 @@ def _series_entries(series_path: Path) -> tuple[list[str], str]:
     if errors:
         raise OverlayError(errors[0].message, path=errors[0].file, line=errors[0].line,
                            hint="fix the series file (run `overlay lint`)")
-    return [entry.name for entry in series.entries], series_path.read_text(encoding="utf-8")
+    return [(entry.name, entry.reverse) for entry in series.entries], series_path.read_text(encoding="utf-8")
 
 
-def _known_patch_ids(repo, directory: Path, series_path: Path, entries: list[str]) -> dict[str, list[str]]:
-    """patch-id -> the series entries holding it, once per occurrence (a mailbox holds several)."""
+def _known_patch_ids(repo, directory: Path, series_path: Path,
+                     entries: list[tuple[str, bool]]) -> dict[str, list[str]]:
+    """patch-id -> the series entries holding it, once per occurrence (a mailbox holds several);
+    an entry applied reversed (`-R`) holds the opposite change, which no fork commit is."""
     from .series import parse_patch
 
     known: dict[str, list[str]] = {}
-    for name in entries:
+    for name, reverse in entries:
+        if reverse:
+            continue
         path = paths.safe_join(directory, name, series_path)
         if not path.is_file():
             raise OverlayError(f"patch '{name}' listed in the series does not exist", path=series_path,
