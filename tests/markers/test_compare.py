@@ -213,3 +213,22 @@ def test_inline_block_wrapped_by_a_new_fence_is_intact(tmp_path, write):
                         "    model_kwargs['request_ids'] = list(req_ids)\n    # ---- Omni-new ----\n    return x\n")
     report = check_markers(tree, str(snap))
     assert by_status(report) == [("added", "g.py", 3, None), ("intact", "g.py", 3, None)]
+
+
+def test_blocks_of_a_renamed_file_are_intact_at_the_new_path(tmp_path, write, runner_src):
+    tree, snap = baseline(tmp_path, write, {"runner.py": runner_src, "other.py": "x = 1\n"})
+    (tree / "runner.py").rename(tree / "npu_runner.py")
+    report = check_markers(tree, str(snap))
+    assert [(b.status, b.file, b.new_file) for b in report.blocks] == [("intact", "runner.py", "npu_runner.py")] * 3
+    assert report.ok
+
+
+def test_a_renamed_file_with_an_edited_block_reports_that_block_modified_not_moved(tmp_path, write, runner_src):
+    tree, snap = baseline(tmp_path, write, {"runner.py": runner_src})
+    (tree / "runner.py").unlink()
+    write(tree, "pkg/runner.py", upstream_upgrade(runner_src).replace('self.device = os.environ.get("DEV", "npu")',
+                                                                      'self.device = os.environ.get("DEV", "npu2")'))
+    report = check_markers(tree, str(snap))
+    statuses = sorted(b.status for b in report.blocks)
+    assert "moved" not in statuses and "lost" not in statuses, [(b.status, b.file, b.new_file) for b in report.blocks]
+    assert all(b.new_file == "pkg/runner.py" for b in report.blocks)

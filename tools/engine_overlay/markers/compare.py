@@ -10,6 +10,7 @@ so an unchanged block is never reported as changed because its lines shifted.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import difflib
 import re
 from collections import Counter, defaultdict, deque
@@ -86,9 +87,39 @@ def _anchored(a: Block, b: Block) -> bool:
                 or (a.anchors_after and a.anchors_after[:1] == b.anchors_after[:1]))
 
 
+def renamed_files(baseline: Snapshot, current: Snapshot) -> dict[str, str]:
+    """Baseline files that were renamed: gone from the current tree, while a file that held no
+    marked block before now holds blocks of the same scopes and bodies (the most such blocks)."""
+    if not current.files:  # no listing of the current tree: nothing can be said to be gone
+        return {}
+    present = set(current.files)
+    before = {b.file for b in baseline.blocks}
+    gone = before - present
+    if not gone:
+        return {}
+    keys: dict[tuple, Counter] = defaultdict(Counter)  # (qualname, hash) -> new files holding it
+    for c in current.blocks:
+        if c.file not in before:
+            keys[(c.qualname, c.hash)][c.file] += 1
+    renames: dict[str, str] = {}
+    for old in sorted(gone):
+        votes: Counter[str] = Counter()
+        for b in baseline.blocks:
+            if b.file == old:
+                votes.update(keys.get((b.qualname, b.hash), Counter()).keys())
+        if votes:
+            target, _count = max(votes.items(), key=lambda item: (item[1], item[0]))
+            if target not in renames.values():
+                renames[old] = target
+    return renames
+
+
 def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
-    """Match baseline blocks to current blocks one-to-one and classify both sides."""
-    base = list(baseline.blocks)
+    """Match baseline blocks to current blocks one-to-one and classify both sides; a block in a
+    renamed file is matched at its new path (intact there when unchanged)."""
+    renames = renamed_files(baseline, current)
+    base = [dataclasses.replace(b, file=renames[b.file]) if b.file in renames else b for b in baseline.blocks]
+    originals = list(baseline.blocks)
     cur = list(current.blocks)
     pair: dict[int, int] = {}  # baseline index -> current index
     free = set(range(len(cur)))
@@ -164,7 +195,7 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
 
     results: list[BlockResult] = []
     for i, b in enumerate(base):
-        r = BlockResult("lost", b.file, b.start_line, b.kind, b.tag, b.qualname, b.hash, b.id)
+        r = BlockResult("lost", originals[i].file, b.start_line, b.kind, b.tag, b.qualname, b.hash, b.id)
         if i in wrapped:
             c = cur[wrapped[i]]
             r.status, r.similarity = "intact", 1.0
