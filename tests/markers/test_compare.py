@@ -232,3 +232,49 @@ def test_a_renamed_file_with_an_edited_block_reports_that_block_modified_not_mov
     statuses = sorted(b.status for b in report.blocks)
     assert "moved" not in statuses and "lost" not in statuses, [(b.status, b.file, b.new_file) for b in report.blocks]
     assert all(b.new_file == "pkg/runner.py" for b in report.blocks)
+
+
+PAIRING_BASE = '''
+class Runner:
+    def execute_model(self, batch):
+        out = self.model(batch)
+        # ---- Omni-new ----
+        if self.talker is not None:
+            out = self.talker(out)
+            out = wrap_omni(out, mode="talker")
+        # ---- Omni-new ----
+        return out
+
+    def sample(self, logits):
+        return logits.argmax(-1)
+'''
+
+
+def test_a_removed_block_beside_an_unrelated_new_one_is_lost_and_the_new_one_added(tmp_path, write):
+    tree, snap = baseline(tmp_path, write, {"runner.py": PAIRING_BASE})
+    write(tree, "runner.py", PAIRING_BASE.replace('''        if self.talker is not None:
+            out = self.talker(out)
+            out = wrap_omni(out, mode="talker")''', '''        cache_stats.record(batch.size)'''))
+    report = check_markers(tree, str(snap))
+    assert sorted(b.status for b in report.blocks) == ["added", "lost"], [(b.status, b.similarity) for b in report.blocks]
+
+
+def test_a_block_moved_to_another_method_and_edited_is_moved(tmp_path, write):
+    """Similarity ~0.7 with its new copy: below the 0.8 a move to another file needs."""
+    tree, snap = baseline(tmp_path, write, {"runner.py": PAIRING_BASE})
+    moved = PAIRING_BASE.replace('''        # ---- Omni-new ----
+        if self.talker is not None:
+            out = self.talker(out)
+            out = wrap_omni(out, mode="talker")
+        # ---- Omni-new ----
+        return out''', '''        return out''').replace('''        return logits.argmax(-1)''', '''        out = logits
+        # ---- Omni-new ----
+        if self.talker is not None and logits.dim() > 1:
+            out = self.talker(out, cache=self.cache)
+            out = wrap_omni(out, mode="sampler")
+        # ---- Omni-new ----
+        return out.argmax(-1)''')
+    write(tree, "runner.py", moved)
+    report = check_markers(tree, str(snap))
+    assert [(b.status, b.new_qualname) for b in report.blocks] == [("moved", "Runner.sample")], \
+        [(b.status, b.qualname, b.new_qualname, b.similarity) for b in report.blocks]

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from .snapshot import Block, Snapshot
 
 MODIFIED_MIN = 0.5  # same file and scope: at least this similar to count as the same block
-MOVED_MIN = 0.8  # another scope or file: must be this similar
+MOVED_MIN = 0.8  # another file: must be this similar
+SAME_FILE_MOVED_MIN = 0.6  # another scope of the same file (moved and edited on the way)
+ANCHORED_FLOOR = 0.4  # same scope, anchored at the same code lines: below this it is another block
 ELSEWHERE_MIN_CHARS = 12  # bodies shorter than this are too generic to find unmarked elsewhere
 ELSEWHERE_SCANS = 16  # lost blocks searched for file by file; for more, one pass indexes the tree
 FAILING = ("modified", "moved", "lost")
@@ -178,20 +180,25 @@ def compare(baseline: Snapshot, current: Snapshot) -> list[BlockResult]:
             wrapped[i] = j
     stays |= set(wrapped)
 
-    # 3. similar body: same file+scope (or anchored in place), then elsewhere
+    # 3. similar body, one assignment over every candidate pair: the strongest pairs are taken
+    #    first wherever they are, so a block moved to another method (and edited) is not lost to
+    #    a weak look-alike left in its old place; below a floor a pair is no match at all
+    cands: list[tuple[float, int, int, int]] = []
+    todo = [i for i in range(len(base)) if i not in pair and i not in stays]
     for same_place in (True, False):
-        cands: list[tuple[float, int, int]] = []
-        todo = [i for i in range(len(base)) if i not in pair and i not in stays]
         for i, j in _candidates(base, cur, todo, sorted(free), same_place):
             b, c = base[i], cur[j]
-            if not same_place and difflib.SequenceMatcher(None, "\n".join(b.body), "\n".join(c.body)).quick_ratio() < MOVED_MIN:
+            least = (MODIFIED_MIN if same_place else SAME_FILE_MOVED_MIN if b.file == c.file else MOVED_MIN)
+            if same_place and _anchored(b, c):
+                least = min(least, ANCHORED_FLOOR)
+            if not same_place and difflib.SequenceMatcher(None, "\n".join(b.body), "\n".join(c.body)).quick_ratio() < least:
                 continue
-            s = similarity(b.body, c.body)
-            if s >= (MODIFIED_MIN if same_place else MOVED_MIN) or (same_place and s > 0 and _anchored(b, c)):
-                cands.append((s, i, j))
-        for _s, i, j in sorted(cands, key=lambda t: (-t[0], t[1], t[2])):
-            if i not in pair and j in free:
-                take(i, j)
+            score = similarity(b.body, c.body)
+            if score >= least:
+                cands.append((score, 0 if same_place else 1, i, j))
+    for _score, _where, i, j in sorted(cands, key=lambda t: (-t[0], t[1], t[2], t[3])):
+        if i not in pair and j in free:
+            take(i, j)
 
     results: list[BlockResult] = []
     for i, b in enumerate(base):
