@@ -83,8 +83,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bridge(session: nox.Session) -> None:
-    """Build the FlexMLRT bridge (pybind11 + CMake) from source and run its tests."""
-    session.install("numpy", "pytest")
+    """Build the FlexMLRT bridge (pybind11 + CMake) from source and run its tests (torch too:
+    the zero-copy and dtype tests of torch tensors run, nothing is skipped)."""
+    session.install(TORCH)  # first: anything else could pull a CUDA build of torch
+    session.install(TORCH, "numpy", "pytest")
     # Rebuilt every time, also in a reused venv: the build is what this session checks.
     session.install("--force-reinstall", "--no-deps", "./bridge")
     session.run("pytest", "bridge/tests", *session.posargs)
