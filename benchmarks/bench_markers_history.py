@@ -44,7 +44,8 @@ read here with an own fence scanner and an own ``ast`` walk):
      re-spelled fences -> ``refenced``, ambiguous);
      inline: a line with the same tag in the same scope next to the same code
      line -> ``modified``;
-  7. R verbatim in another file -> ``moved``;
+  7. R verbatim in another file -> ``moved``, or ``unchanged`` when A's file is gone from B
+     and the other file is new in B, same scope (a renamed file);
   8. a fence pair elsewhere (other scope or file) at the same 12+ char anchor
      code line that shares a 12+ char code line -> ``moved+modified``;
   9. else ``duplicate`` (identical copies of R in the same scope competed
@@ -356,7 +357,8 @@ class Tree:
         return self._src[rel]
 
 
-def classify(blocks: list[BaseBlock], a_unbalanced: set[str], tree: Tree, inline_tags: tuple[str, ...]) -> None:
+def classify(blocks: list[BaseBlock], a_unbalanced: set[str], tree: Tree, inline_tags: tuple[str, ...],
+             a_files: set[str] | None = None) -> None:
     """Set ``truth`` (and ``detail``/``where``) on every baseline block from the raw texts.
 
     Passes, each over all still-unclassified blocks, so a stronger kind of
@@ -364,6 +366,7 @@ def classify(blocks: list[BaseBlock], a_unbalanced: set[str], tree: Tree, inline
     (opening fence / tagged line) is assigned to at most one baseline block.
     """
     used: set[tuple[str, int]] = set()  # (file, 1-based line) of B markers already assigned
+    present = set(tree.files)
     had_candidates: set[int] = set()
     open_ = [i for i in range(len(blocks))]
 
@@ -391,8 +394,11 @@ def classify(blocks: list[BaseBlock], a_unbalanced: set[str], tree: Tree, inline
                         continue
                     used.add((rel, h + 1))
                     b.where = f"{rel}:{h + 1}"
-                    if same_file and same_scope:
+                    renamed = (not same_file and a_files is not None and b.file not in present
+                               and rel not in a_files and src.scope_at(h + 1) == b.scope)
+                    if (same_file and same_scope) or renamed:  # a renamed file is followed
                         b.truth = "unchanged"
+                        b.detail = "renamed file" if renamed else b.detail
                     else:
                         b.truth = "moved"
                         b.detail = ("same file, scope " + (src.scope_at(h + 1) or "<module>")) if same_file else "other file"
@@ -618,7 +624,8 @@ def evaluate_pair(a_root: Path, b_root: Path, label: str, config: MarkerConfig, 
             if not a_sources[blk.file].fence_pairs()[1]:
                 a_unbalanced.add(blk.file)
         blocks.append(base_block(a_sources[blk.file], blk.file, blk.start_line, blk.end_line, blk.kind, blk.tag, blk.id))
-    classify(blocks, a_unbalanced, Tree(b_root, config.tags), config.inline_tags)
+    a_files = {p.relative_to(a_root).as_posix() for p in a_root.rglob("*.py")}
+    classify(blocks, a_unbalanced, Tree(b_root, config.tags), config.inline_tags, a_files)
     rows = []
     for b in blocks:
         r = tool.get((b.file, b.start))
