@@ -114,3 +114,27 @@ def test_worktree_reads_head_branch_and_every_kind_of_change(tmp_path: Path) -> 
     git(root, "clean", "-qfdx")
     state = gitops.worktree(repo)
     assert (state.head, state.branch, state.dirty) == (head, None, [])
+
+
+def test_only_gitops_starts_git_or_imports_gitpython():
+    """Every git process must carry the safe settings (hooks and fsmonitor off): one module starts them."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "tools" / "engine_overlay"
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "gitops.py":
+            continue
+        tree = ast.parse(path.read_text())
+        guarded = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in guarded:
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if any(n == "git" or n.startswith("git.") for n in names):
+                    offenders.append(f"{path.name}:{node.lineno} imports gitpython")
+            if (isinstance(node, (ast.List, ast.Tuple)) and node.elts and isinstance(node.elts[0], ast.Constant)
+                    and node.elts[0].value == "git"):  # ["git", ...]: a command line
+                offenders.append(f"{path.name}:{node.lineno} builds a git command line")
+    assert offenders == []

@@ -11,14 +11,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import git
+from typing import TYPE_CHECKING
 
 from . import gitops, paths
 from .apply import applied_commits
 from .errors import OverlayError
 from .locking import atomic_write
 from .series import parse_series
+
+if TYPE_CHECKING:
+    import git
 
 # volatile lines: blob ids change whenever an earlier patch does; similarity is informational
 _INDEX = re.compile(rb"^(index [0-9a-f]+\.\.[0-9a-f]+( \d+)?|(dis)?similarity index \d+%)\n", re.M)

@@ -412,6 +412,20 @@ def create_branch(repo, name: str, sha: str) -> None:
     run(repo, "branch", "-f", name, sha)
 
 
+def command_error() -> type[Exception]:
+    """gitpython's error for a git command that failed (only this module imports gitpython)."""
+    import git
+
+    return git.GitCommandError
+
+
+def no_repository_errors() -> tuple[type[Exception], ...]:
+    """gitpython's errors for a path that holds no repository."""
+    import git
+
+    return git.InvalidGitRepositoryError, git.NoSuchPathError
+
+
 def gitpython_repo(path: Path, search_parent_directories: bool = False) -> git.Repo:
     """A gitpython repository whose git processes run with :func:`git_env`."""
     import git

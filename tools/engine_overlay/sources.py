@@ -379,13 +379,11 @@ def _check_fresh_git(staging: Path, repo, archive: Path) -> None:
 
 
 def _clone_git(pin: Pin, dest: Path) -> None:
-    import git
-
     source = pin.source
     try:
         repo = gitops.clone(source.url, dest, no_checkout=True)
         tag_sha = repo.git.rev_parse(f"refs/tags/{source.tag}^{{commit}}")
-    except git.GitCommandError as exc:
+    except gitops.command_error() as exc:
         raise OverlayError(f"cannot clone {source.url} at tag {source.tag}: {exc.stderr.strip()}",
                            path="VERSIONS.toml", hint="check the pin's url and tag") from exc
     if tag_sha != source.commit:

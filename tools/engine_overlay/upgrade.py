@@ -16,8 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import git
+from typing import TYPE_CHECKING
 
 from . import gitops, paths, sources
 from .apply import (
@@ -37,6 +36,9 @@ from .plan import commit_message, patch_when, plan
 from .report import ALREADY, FAILED, OK_PATCH, SKIPPED, PatchResult, Report
 from .series import Patch, parse_author, parse_patch, split_lines
 from .tree import GitTreeState
+
+if TYPE_CHECKING:
+    import git
 
 
 @dataclass

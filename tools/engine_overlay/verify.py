@@ -28,15 +28,18 @@ import py_compile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import click
-import git
 from packaging.version import Version
 
 from . import gitops, sources, ui
 from .config import Engine, Pin, Project
 from .errors import EXIT_CHECK_FAILED, OverlayError
 from .tree import GitTreeState
+
+if TYPE_CHECKING:
+    import git
 
 OK, MISSING, CHANGED, UNRESOLVED, NEW = "ok", "missing", "signature-changed", "unresolved", "new"
 FAILING = (MISSING, CHANGED)

@@ -6,8 +6,6 @@ import fnmatch
 import os
 from pathlib import Path
 
-import git
-
 from .. import gitops
 from ..errors import OverlayError
 from .grammar import MarkerConfig
@@ -25,7 +23,7 @@ def snapshot_at_rev(root: Path, rev: str, paths: list[str] | None, config: Marke
     """Snapshot of the files under *root* as they were at *rev* (``git grep`` to pre-filter, ``git show`` to read)."""
     try:
         repo = gitops.gitpython_repo(root, search_parent_directories=True)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+    except gitops.no_repository_errors():
         raise OverlayError(f"'{rev}' is neither a snapshot file nor usable as a git revision: {root} is not in a git repository",
                            path=root, hint="pass a snapshot file, or a --root inside a git work tree") from None
     try:
@@ -33,7 +31,7 @@ def snapshot_at_rev(root: Path, rev: str, paths: list[str] | None, config: Marke
             work = Path(repo.working_tree_dir).resolve()
             try:
                 repo.git.rev_parse("--verify", "--quiet", f"{rev}^{{commit}}")
-            except git.GitCommandError:
+            except gitops.command_error():
                 raise OverlayError(f"'{rev}' is neither a snapshot file nor a git revision", path=root,
                                    hint="pass an existing snapshot file or a commit/tag/branch") from None
             prefix = os.path.relpath(Path(root).resolve(), work).replace(os.sep, "/")
@@ -44,7 +42,7 @@ def snapshot_at_rev(root: Path, rev: str, paths: list[str] | None, config: Marke
                 args += ["-e", n.decode()]
             try:
                 out = repo.git.grep(*args, rev, "--", *specs)
-            except git.GitCommandError as e:
+            except gitops.command_error() as e:
                 if e.status == 1:  # no match
                     out = ""
                 else:
@@ -56,7 +54,7 @@ def snapshot_at_rev(root: Path, rev: str, paths: list[str] | None, config: Marke
                 if not _globbed(rel, config):
                     continue
                 texts[rel] = repo.git.show(f"{rev}:{path}", strip_newline_in_stdout=False)
-    except git.GitCommandError as e:
+    except gitops.command_error() as e:
         raise OverlayError(f"git failed reading {rev}: {e.stderr.strip()}", path=root) from None
     return snapshot_from_texts(texts, config)
 
