@@ -91,3 +91,25 @@ def test_a_patch_already_upstream_is_said_so_not_failed(tmp_path, run_cli):
     assert any("already upstream (drop from the series): 0001-x.patch" in w for w in data["warnings"])
     code, out, _ = run_cli("apply", "eng", "--version", "2.0", project=project)
     assert "result: already-upstream" in out and "drop from the series" in out and "branch" not in out.split("\n")[0]
+
+
+def test_upgrade_refuses_a_mailbox_entry_before_writing_anything(tmp_path, run_cli):
+    body = _lines("line", 30)
+    up = make_repo(tmp_path / "up", {"m.py": body}, tag="v1")
+    scratch = make_repo(tmp_path / "scratch", {"m.py": body}, tag=None)
+    (scratch / "m.py").write_text(body.replace("line 3\n", "line three\n"))
+    git(scratch, "commit", "-qam", "one")
+    (scratch / "m.py").write_text(body.replace("line 3\n", "line three\n").replace("line 20\n", "line twenty\n"))
+    git(scratch, "commit", "-qam", "two")
+    (up / "m.py").write_text(body + "more\n")
+    git(up, "commit", "-qam", "v2")
+    git(up, "tag", "v2")
+    project = _project(tmp_path, up, {"1.0": "v1", "2.0": "v2"}, "", "1.0")
+    (project / "patches/eng/0001-x.patch").unlink()
+    (project / "patches/eng/all.mbox").write_text(git(scratch, "format-patch", "--stdout", "HEAD~2..HEAD"))
+    (project / "patches/eng/series").write_text("all.mbox\n")
+    for version in ("1.0", "2.0"):
+        assert run_cli("fetch", "eng", "--version", version, project=project)[0] == 0
+    code, out, _ = run_cli("upgrade", "eng", "--to", "2.0", project=project)
+    assert code == 2 and "holds 2 patches" in out, out
+    assert run_cli("upgrade", "eng", "--abort", project=project)[0] != 0  # nothing was started

@@ -242,6 +242,8 @@ def start_upgrade(project: Project, engine: Engine, to_version: str, checkout: P
                 with open(alternates, "a") as handle:  # 3-way bases live in the old tree
                     handle.write(old_objects + "\n")
         payload = engine_payload(engine, to_pin)
+        for patch, _rev in payload.patches:  # before anything is written
+            _patch_for(engine, [patch.name, patch.strip, False])
         state = {
             "engine": engine.name, "from": from_pin.version, "to": to_pin.version, "branch": branch,
             "orig_branch": before.branch, "orig_head": before.head, "base": base,
@@ -337,7 +339,13 @@ def _abort(repo: git.Repo, state: dict) -> dict:
 
 def _patch_for(engine: Engine, entry: list) -> Patch:
     name, strip, _rev = entry
-    return parse_patch(engine.series_dir / name, name, strip)
+    patch = parse_patch(engine.series_dir / name, name, strip)
+    if patch.more:  # the upgrade stops and resumes per series entry, one commit each
+        raise OverlayError(f"{name} holds {len(patch.messages)} patches (a mailbox): upgrade moves one patch per "
+                           f"series entry", path=engine.series_dir / name,
+                           hint="split it first (`git mailsplit -o DIR FILE`, or apply and `overlay export`), "
+                                "then list the parts in the series")
+    return patch
 
 
 def _commit(repo: git.Repo, patch: Patch) -> str:
