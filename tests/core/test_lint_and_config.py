@@ -127,3 +127,19 @@ def test_lint_flags_a_pin_no_patch_applies_to(tmp_path, run_cli):
                                                "Upstream-Status: Pending\nApplies-To: >=0.30\n"))
     code, out, _ = run_cli("lint", project=project)
     assert code == 1 and "no patch of the series applies to demo 0.30.0rc2" in out
+
+
+def test_lint_checks_every_message_of_a_mailbox(tmp_path, run_cli):
+    from helpers import PATCH_HEAD
+
+    repo = make_repo(tmp_path / "up", {"a.txt": "one\n", "b.txt": "two\n"})
+    first = PATCH_HEAD.format(subject="first") + diff_of(repo, "a.txt", "ONE\n", "a")
+    second = PATCH_HEAD.format(subject="second").replace("Upstream-Status: Pending\n", "") + diff_of(
+        repo, "b.txt", "TWO\n", "b")
+    project = make_project(tmp_path / "proj", {})
+    (project / "patches/demo/all.mbox").write_text(first + second)
+    (project / "patches/demo/series").write_text("all.mbox\n")
+    code, out, _ = run_cli("lint", project=project)
+    line = (first + second).splitlines().index("From: Dev <dev@example.com>", 2) + 1
+    assert code == 1 and f"all.mbox:{line}: error: missing 'Upstream-Status:'" in out, out
+    assert out.count("Upstream-Status") == 1

@@ -57,9 +57,10 @@ def lint_series(series_path: Path, require_metadata: bool = True) -> list[Proble
         except OverlayError as exc:
             problems.append(Problem(str(path), exc.line or 0, exc.message))
             continue
-        problems += patch.problems
-        if require_metadata:
-            problems += _metadata_problems(patch)
+        for message in patch.messages:  # a mailbox: every message is a commit of its own
+            problems += message.problems
+            if require_metadata:
+                problems += _metadata_problems(message)
     for path in sorted(series.directory.rglob("*")):
         rel = path.relative_to(series.directory).as_posix()
         if path.is_file() and rel.endswith(PATCH_SUFFIXES) and rel not in seen:
@@ -69,14 +70,15 @@ def lint_series(series_path: Path, require_metadata: bool = True) -> list[Proble
 
 def _metadata_problems(patch) -> list[Problem]:
     where = str(patch.path)
+    first = min(patch.header_lines.values(), default=1)  # a later message of a mailbox starts further down
     problems = []
     if not patch.subject:
-        problems.append(Problem(where, 1, "no description: add a Subject (format-patch) or Description (DEP-3)"))
+        problems.append(Problem(where, first, "no description: add a Subject (format-patch) or Description (DEP-3)"))
     if not patch.body.strip() and not patch.headers.get("description", "").count("\n"):
-        problems.append(Problem(where, 1, "no explanation of why: add a body after the subject"))
+        problems.append(Problem(where, first, "no explanation of why: add a body after the subject"))
     status = patch.upstream_status
     if status is None:
-        problems.append(Problem(where, 1, "missing 'Upstream-Status:' (Pending, Submitted, Accepted, "
+        problems.append(Problem(where, first, "missing 'Upstream-Status:' (Pending, Submitted, Accepted, "
                                 "Backport, Denied, Inappropriate [reason], Inactive-Upstream)"))
     elif not valid_upstream_status(status):
         problems.append(Problem(where, patch.header_lines.get("upstream-status", 1),
