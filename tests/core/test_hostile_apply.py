@@ -335,4 +335,4 @@ def test_branch_names_are_judged_as_git_judges_them():
         if name == "@":  # git reads `@` as HEAD; as a branch to create it is refused here
             continue
         expected = subprocess.run(["git", "check-ref-format", "--branch", name], capture_output=True).returncode == 0
-        assert gitops.valid_branch_name(None, name) == expected, name
+        assert gitops.valid_branch_name(name) == expected, name

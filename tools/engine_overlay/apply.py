@@ -22,6 +22,7 @@ from . import gitops
 from .errors import CheckFailed, OverlayError
 from .locking import TargetLock, read_json, write_json_atomic
 from .overlay_files import OverlayFile, collect, manifest_sha256
+from .paths import parents
 from .plan import TRAILER_FILES, TRAILER_PATCH, TRAILER_SHA, Plan, load_patches, plan
 from .report import ALREADY, OK_PATCH, SKIPPED, PatchResult, Report
 from .series import Patch, parse_series
@@ -242,7 +243,7 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
     """
     root = gitops.work_root(repo)
     branch = opts.branch or default_branch(payload.label, payload.version)
-    if not gitops.valid_branch_name(repo, branch):
+    if not gitops.valid_branch_name(branch):
         where = "--branch" if opts.branch else f"the name {payload.label!r}"
         raise OverlayError(f"{branch!r} is not a valid git branch name (from {where})", path=root,
                            hint="pass --branch NAME with a valid name (see `git check-ref-format --branch`)")
@@ -388,7 +389,7 @@ def _verify_checkout(repo: Repo, branch: str, result: Plan) -> None:
     for commit in result.commits:
         final.update({path: content for path, (content, mode) in commit.changes.items() if mode != 0o160000})
     below = {parent for path, content in final.items() if content is not None
-             for parent in _parents(path)}  # directories the branch puts files in
+             for parent in parents(path)}  # directories the branch puts files in
     for path, content in sorted(final.items()):
         disk = root / path
         if content is not None:
@@ -401,11 +402,6 @@ def _verify_checkout(repo: Repo, branch: str, result: Plan) -> None:
                                    f"a read-only directory?)", repo.working_tree_dir)
     if gitops.current_branch(repo) != branch:
         raise gitops.GitFailed(["checkout"], 0, f"HEAD is not on {branch} after the checkout", repo.working_tree_dir)
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
 def _specs(result: Plan) -> list[gitops.CommitSpec]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from . import hunks as H
 from .errors import OverlayError
 from .gitdiff import apply_delta
+from .paths import parents
 from .report import ALREADY, APPLIED, FAILED, OFFSET, THREE_WAY, FileResult
 from .series import FilePatch, Hunk, split_lines
 from .threeway import three_way
@@ -162,17 +163,9 @@ def apply_text(content: bytes, hunks: list[Hunk], reverse: bool = False) -> tupl
     return b"".join(lines), results
 
 
-def _present(results: list[H.HunkResult]) -> list[H.HunkResult]:
-    """Hunk results of a change that is already there: each hunk is present, none failed."""
-    return [H.HunkResult(r.index, H.ALREADY, 0, r.line, r.at) for r in results]
-
-
 def already_applied(content: bytes, hunks: list[Hunk]) -> bool:
-    """The change is present: every hunk adds something and the reverse patch applies.
-    (A hunk that only removes lines is no evidence: its reverse matches wherever its context is.)"""
-    if not hunks or any(len(h.new) == h.leading + h.trailing for h in hunks):
-        return False
-    return apply_text(content, hunks, reverse=True)[0] is not None
+    """The change is present (by git's hunk rules); see :func:`hunks.already_applied`."""
+    return H.already_applied(content, hunks, apply_text)
 
 
 # -- binary --------------------------------------------------------------------------------------
@@ -332,22 +325,16 @@ class GitPatchPlan:
 
     def _fallback(self, e: _Entry, image: bytes, hunks: list[H.HunkResult]):
         if not e.reverse and already_applied(image, e.fp.hunks):
-            raise _Refused("change already present", _present(hunks), status=ALREADY)
+            raise _Refused("change already present", H.present(hunks), status=ALREADY)
         merged, colliding = (three_way(image, e.fp, self.state.blob, apply_text)
                              if self.three_way and not e.reverse else (None, None))
-        if colliding is not None:
-            hunks = [H.HunkResult(r.index, r.status if r.status != H.FAILED else (H.FAILED if hit else H.THREE_WAY),
-                                  r.offset, r.line, r.at) for r, hit in zip(hunks, colliding, strict=True)]
+        hunks = H.three_way_verdicts(hunks, colliding, merged is not None)
         if merged is None:
             raise _Refused("3-way merge conflicts" if colliding is not None else "", hunks)
-        hunks = [H.HunkResult(r.index, H.THREE_WAY if r.status == H.FAILED else r.status, r.offset, r.line, r.at)
-                 for r in hunks]
         return merged, hunks, THREE_WAY
 
     def _beyond_symlink(self, name: str) -> bool:
-        parts = name.split("/")
-        for depth in range(len(parts) - 1, 0, -1):
-            parent = "/".join(parts[:depth])
+        for parent in reversed(parents(name)):  # the nearest first, as git looks
             if parent in self.kept_links:
                 return True
             if parent in self.removed_links:
@@ -360,12 +347,12 @@ class GitPatchPlan:
 def layout_problem(state: TreeState, changes: dict[str, tuple[bytes | None, int]]) -> tuple[str, str] | None:
     """A written path that the result needs below a file or a symlink, or where a directory stays
     (no tree can hold it, and writing it would go through a link): (path, message) or None."""
-    final = {**state.changes, **changes}
+    after = state.fork()
+    after.commit(changes)
+    final = after.changes
     written = sorted(p for p, (content, _m) in changes.items() if content is not None)
     for path in written:
-        parts = path.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
+        for parent in parents(path):
             if parent in final:
                 content, mode = final[parent]
                 kind = None if content is None else ("link" if is_link(mode) else "file")
@@ -377,8 +364,6 @@ def layout_problem(state: TreeState, changes: dict[str, tuple[bytes | None, int]
                 return path, f"affected file '{path}' is beyond a symbolic link"
             if kind is not None:
                 return path, f"{path}: cannot create it, '{parent}' is a file"
-    after = state.fork()
-    after.commit(changes)
     for path in written:
         if after.written_below(path):
             return path, f"{path}: already exists in working directory (a directory)"

@@ -244,7 +244,7 @@ def rev_parse(repo, rev: str) -> str | None:
 _BAD_REF = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|/$|\.$|^-")
 
 
-def valid_branch_name(repo, name: str) -> bool:
+def valid_branch_name(name: str) -> bool:
     """What `git check-ref-format --branch` accepts (git-check-ref-format(1): no spaces or
     control characters, `..`, `@{`, `~^:?*[\\`, no component that starts with `.` or ends
     with `.lock`, not `@`); checked here, since a git process for it costs more than the rule."""

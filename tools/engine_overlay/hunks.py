@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .series import Hunk
+from .series import Hunk, split_lines  # lines end at LF only
 
 CLEAN, OFFSET, THREE_WAY, FAILED, ALREADY = "clean", "offset", "3-way", "failed", "already-applied"
 
@@ -21,12 +21,6 @@ class HunkResult:
     offset: int = 0  # lines between the stated and the found position
     line: int = 0  # the hunk's @@ line in the patch file
     at: int = 0  # 1-based line in the target where it applied (0 if failed)
-
-
-def split_lines(content: bytes) -> list[bytes]:
-    from .series import split_lines as lf_lines  # lines end at LF only
-
-    return lf_lines(content)
 
 
 def _matches(lines: list[bytes], pattern: list[bytes], at: int) -> bool:
@@ -93,10 +87,28 @@ def apply_hunks(content: bytes, hunks: list[Hunk], reverse: bool = False) -> tup
     return b"".join(out), results
 
 
-def already_applied(content: bytes, hunks: list[Hunk]) -> bool:
-    """True when every hunk's result is already present (the reverse patch applies). A hunk that
-    only removes lines is no evidence: its reverse matches wherever its context is."""
+def already_applied(content: bytes, hunks: list[Hunk], apply=None) -> bool:
+    """True when every hunk's result is already present: the reverse patch applies by *apply*'s
+    rules (GNU patch's by default; git's for git patches). A hunk that only removes lines is no
+    evidence: its reverse matches wherever its context is."""
     if not hunks or any(len(h.new) == h.leading + h.trailing for h in hunks):
         return False
-    result, _ = apply_hunks(content, hunks, reverse=True)
+    result, _ = (apply or apply_hunks)(content, hunks, reverse=True)
     return result is not None
+
+
+def present(results: list[HunkResult]) -> list[HunkResult]:
+    """Hunk results of a change that is already there: each hunk is present, none failed."""
+    return [HunkResult(r.index, ALREADY, 0, r.line, r.at) for r in results]
+
+
+def three_way_verdicts(results: list[HunkResult], colliding: list[bool] | None, merged: bool) -> list[HunkResult]:
+    """Per hunk after a 3-way attempt: a hunk that did not match is `3-way` when the file merged
+    or that hunk alone merges, `failed` when it collides; unchanged when no merge could run."""
+    out = []
+    for number, r in enumerate(results):
+        status = r.status
+        if status == FAILED and (merged or colliding is not None):
+            status = THREE_WAY if merged or not colliding[number] else FAILED
+        out.append(HunkResult(r.index, status, r.offset, r.line, r.at))
+    return out

@@ -154,7 +154,7 @@ def _tip(repo, branch: str | None) -> tuple[str, str | None]:
         if sha is None:
             raise OverlayError("the checkout has no commits", path=root, hint="import needs a fork with commits")
         return sha, gitops.current_branch(repo)
-    if not gitops.valid_branch_name(repo, branch):
+    if not gitops.valid_branch_name(branch):
         raise OverlayError(f"--branch {branch!r} is not a valid branch name", path=root,
                            hint="name a local branch of the checkout (see `git branch`)")
     sha = gitops.rev_parse(repo, f"refs/heads/{branch}")

@@ -86,5 +86,11 @@ def contained(root: Path, path: Path) -> bool:
         return False
 
 
+def parents(path: str) -> list[str]:
+    """The directories above a tree-relative *path*, outermost first (`a/b/c` -> `a`, `a/b`)."""
+    parts = path.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+
+
 def posix_parts(path: str) -> tuple[str, ...]:
     return PurePosixPath(path).parts

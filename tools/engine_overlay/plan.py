@@ -115,19 +115,13 @@ def _apply_file(state: TreeState, patch: Patch, fp: FilePatch, strip: int, rever
         patched, results = H.apply_hunks(content, fp.hunks, reverse=reverse)
         if patched is None:
             if not creating and not reverse and H.already_applied(content, fp.hunks):
-                return FileResult(shown, action, ALREADY, [H.HunkResult(r.index, H.ALREADY, 0, r.line, r.at)
-                                                           for r in results], "change already present")
+                return FileResult(shown, action, ALREADY, H.present(results), "change already present")
             merged, colliding = (None, None) if reverse else three_way(content, fp, read_blob, H.apply_hunks)
-            if colliding is not None:  # a 3-way merge ran: say which hunks merge and which conflict
-                results = [H.HunkResult(r.index, r.status if r.status != H.FAILED
-                                        else (H.FAILED if hit else H.THREE_WAY), r.offset, r.line, r.at)
-                           for r, hit in zip(results, colliding, strict=True)]
+            results = H.three_way_verdicts(results, colliding, merged is not None)
             if merged is None:
                 return FileResult(shown, action, FAILED, results, "3-way merge conflicts"
                                   if colliding is not None else "")
             patched, status = merged, THREE_WAY
-            results = [H.HunkResult(r.index, H.THREE_WAY if r.status == H.FAILED else r.status, r.offset, r.line, r.at)
-                       for r in results]
         elif any(r.status == H.OFFSET for r in results):
             status = OFFSET
         content = patched

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import OverlayError
-from .paths import check_relpath
+from .paths import check_relpath, parents
 
 MODE_FILE = 0o100644
 MODE_EXEC = 0o100755
@@ -54,7 +54,7 @@ class TreeState:
             before = path in self.changes and self.changes[path][0] is not None
             if before != (content is not None):
                 step = 1 if content is not None else -1
-                for parent in _parents(path):
+                for parent in parents(path):
                     self._below[parent] = self._below.get(parent, 0) + step
             self.changes[path] = (content, mode)
 
@@ -107,7 +107,7 @@ class TreeState:
         if path in self.changes:
             content, mode = self.changes[path]
             return None if content is None else (content, mode)
-        for parent in _parents(path):
+        for parent in parents(path):
             if parent in self.changes and self.changes[parent][0] is not None:
                 return None  # replaced by a file or link: nothing below it
         entry = self._base_read(path)
@@ -121,7 +121,7 @@ class TreeState:
             content, mode = self.changes[path]
             if content is not None:
                 return "link" if is_link(mode) else "file"
-        for parent in _parents(path):
+        for parent in parents(path):
             if parent in self.changes and self.changes[parent][0] is not None:
                 return None
         if self.written_below(path):
@@ -163,12 +163,6 @@ class TreeState:
 
     def close(self) -> None:
         pass
-
-
-def _parents(path: str) -> Iterator[str]:
-    parts = path.split("/")
-    for depth in range(1, len(parts)):
-        yield "/".join(parts[:depth])
 
 
 class GitTreeState(TreeState):
