@@ -13,6 +13,18 @@ GIT_ENV = {
 }
 
 
+def require_tool(found: str | None, what: str, install: str) -> str:
+    """*found* (a tool's path), else skip on a laptop; under CI=true a missing tool fails, never
+    skips: CI installs everything a test needs (*install* says how)."""
+    if found is None:
+        import pytest
+
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{what} is not installed ({install})")
+        pytest.skip(f"{what} is not installed ({install})")
+    return found
+
+
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
                           env={**os.environ, **GIT_ENV}).stdout

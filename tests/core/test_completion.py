@@ -12,9 +12,8 @@ import sysconfig
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import pytest
-
 import engine_overlay
+from helpers import require_tool
 
 SRC = str(Path(engine_overlay.__file__).resolve().parents[1])
 
@@ -29,12 +28,7 @@ def overlay_script() -> str | None:
 
 
 def require(tool: str | None, what: str) -> str:
-    """A missing tool skips locally and fails under CI=true (where everything is installed)."""
-    if tool is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{what} is not installed")
-        pytest.skip(f"{what} is not installed")
-    return tool
+    return require_tool(tool, what, "pip install -e . / apt-get install bash")
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:

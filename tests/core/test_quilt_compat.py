@@ -9,9 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from helpers import git, make_repo, snapshot_tree, write_tree
+from helpers import git, make_repo, require_tool, snapshot_tree, write_tree
 
 UPSTREAM = {
     "src/main.c": "".join(f"int f{i}(void) {{ return {i}; }}\n" for i in range(60)),
@@ -116,9 +114,8 @@ def build_source(root: Path) -> None:
         "# Debian series\n01-f10.patch\n02-helper.patch -p0\n\n03-reorg.patch\n04-makefile.patch.gz\n")
 
 
-@pytest.mark.skipif(shutil.which("quilt") is None and os.environ.get("CI") != "true",
-                    reason="quilt is not installed (under CI=true a missing quilt fails: .ci/run installs it)")
 def test_same_tree_as_quilt_push(tmp_path, run_cli):
+    require_tool(shutil.which("quilt"), "quilt", ".ci/run installs it: apt-get install quilt")
     by_quilt = tmp_path / "quilt"
     build_source(by_quilt)
     env = {**os.environ, "QUILT_PATCHES": "debian/patches", "QUILTRC": "/dev/null"}

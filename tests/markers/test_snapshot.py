@@ -9,17 +9,14 @@ from engine_overlay.errors import OverlayError
 from engine_overlay.markers import snapshot
 from engine_overlay.markers.grammar import MarkerConfig
 from engine_overlay.markers.snapshot import find_rg, read_snapshot, take_snapshot
+from helpers import require_tool
 
 
 def require_rg() -> str:
     """The rg binary; a missing one skips locally but fails under CI=true (the `ripgrep`
     dependency installs it: a missing tool there is a broken install, never a skip)."""
-    rg = find_rg()
-    if rg is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("rg (the `ripgrep` dependency) is not installed beside this Python nor on PATH")
-        pytest.skip("rg (ripgrep) is not installed: pip install -e . installs it")
-    return rg
+    return require_tool(find_rg(), "rg (the `ripgrep` dependency, beside this Python or on PATH)",
+                        "pip install -e . installs it")
 
 
 def test_snapshot_records_blocks(write, tmp_path, runner_src):
