@@ -226,8 +226,9 @@ def target_for(engine: Engine, pin: Pin, checkout: Path | None) -> tuple[Path, s
     if not (tree / ".git").exists():
         raise OverlayError(f"{engine.name} {pin.version} has not been fetched", path=tree,
                            hint=f"run `overlay fetch {engine.name} --version {pin.version}` first")
-    problem = sources.tree_problem(pin, tree)
-    if problem is not None and not problem.startswith("it records no source"):
+    record = sources.source_record(tree)  # a tree made before records is checked by `fetch`
+    problem = sources.tree_problem(pin, record) if record is not None else None
+    if problem is not None:
         raise OverlayError(f"the cached tree of {engine.name} {pin.version} is not the pinned source: {problem}",
                            path=tree, hint=f"run `overlay fetch {engine.name} --version {pin.version}` again")
     return tree, "tree"

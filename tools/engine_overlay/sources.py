@@ -53,12 +53,17 @@ def source_identity(pin: Pin) -> dict:
             "tag": source.tag, "commit": source.commit, "exclude": list(source.exclude)}
 
 
-def tree_problem(pin: Pin, tree: Path) -> str | None:
-    """None when the cached *tree* was made from *pin*, else what differs."""
-    record = read_json(tree / ".git" / SOURCE_RECORD, "the cached tree's source record",
-                       hint="run `overlay fetch` again")
-    if record is None:
-        return "it records no source (made by an older version of the tool)"
+UNRECORDED = "it records no source (made by an older version of the tool)"
+
+
+def source_record(tree: Path) -> dict | None:
+    """The pin the cached *tree* says it was made from; None for a tree made before records."""
+    return read_json(tree / ".git" / SOURCE_RECORD, "the cached tree's source record",
+                     hint="run `overlay fetch` again")
+
+
+def tree_problem(pin: Pin, record: dict) -> str | None:
+    """None when the source *record* of a cached tree is *pin*'s, else what differs."""
     wanted = source_identity(pin)
     changed = sorted(key for key in wanted if record.get(key) != wanted[key])
     return f"it was made from another source ({', '.join(changed)} differ)" if changed else None
@@ -406,11 +411,12 @@ def fetch(engine: Engine, version: str | None = None) -> FetchResult:
         if (tree / ".git").exists():
             repo = gitops.open_repo(tree)
             sha = gitops.rev_parse(repo, f"refs/tags/{tag}")
-            problem = tree_problem(pin, tree)
-            if problem is not None and problem.startswith("it records no source") and sha and (
-                    pin.source.kind != "git" or sha == pin.source.commit):
+            record = source_record(tree)
+            problem = tree_problem(pin, record) if record is not None else None
+            if record is None and sha and (pin.source.kind != "git" or sha == pin.source.commit):
                 write_json_atomic(tree / ".git" / SOURCE_RECORD, source_identity(pin))  # adopt it
-                problem = None
+            elif record is None:
+                problem = UNRECORDED
             if sha and pin.source.kind == "git" and sha != pin.source.commit:
                 problem = f"its tag is commit {sha[:12]}, the pin says {pin.source.commit[:12]}"
             if sha and problem is None:
