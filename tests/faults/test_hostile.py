@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import os
+from test_inputs import USER_NOTE, check_target, fixture_repo, invoke, link_out_of
 
-from test_inputs import USER_NOTE, check_target, fixture_repo, invoke
-
-from helpers import git, make_project, repo_state
+from helpers import make_project, repo_state
 
 NEW = "new file mode 100644\n--- /dev/null\n"
 HOSTILE = {
@@ -35,11 +33,7 @@ HOSTILE = {
 def test_hostile_patches_are_refused_and_nothing_changes(tmp_path, ledger):
     repo, _ = fixture_repo(tmp_path)
     outside = tmp_path / "outside"
-    outside.mkdir()
-    os.symlink(outside, repo / "link")
-    git(repo, "add", "link")
-    git(repo, "commit", "-qm", "a symlink")
-    git(repo, "tag", "-f", "v1.0.0")
+    link_out_of(repo, outside)
     before = repo_state(repo)
     for number, (label, diff) in enumerate(HOSTILE.items()):
         project = make_project(tmp_path / f"proj{number}", {"0001-hostile.patch": diff})

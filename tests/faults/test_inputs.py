@@ -164,15 +164,19 @@ def test_malformed_marker_fences_in_transplant(tmp_path, ledger):
         assert ok, out
 
 
-def test_paths_escaping_the_tree(tmp_path, ledger):
-    repo, _ = fixture_repo(tmp_path)
-    before = repo_state(repo)
-    outside = tmp_path / "outside"
+def link_out_of(repo: Path, outside: Path) -> None:
+    """Commit `link` -> *outside* into the fixture repository (and move its tag there)."""
     outside.mkdir()
     os.symlink(outside, repo / "link")
     git(repo, "add", "link")
     git(repo, "commit", "-qm", "a symlink")
     git(repo, "tag", "-f", "v1.0.0")
+
+
+def test_paths_escaping_the_tree(tmp_path, ledger):
+    repo, _ = fixture_repo(tmp_path)
+    outside = tmp_path / "outside"
+    link_out_of(repo, outside)
     before = repo_state(repo)
     evil = {
         "dotdot": "--- a/../evil.py\n+++ b/../evil.py\n@@ -0,0 +1 @@\n+x\n",
