@@ -64,8 +64,8 @@ class TreeState:
 
     # -- the base (subclasses read a commit instead of the disk) --------------------------------
 
-    def _base_kind(self, path: str) -> str | None:
-        """'file', 'link', 'dir' or None (absent, or below a non-directory) in the base."""
+    def _base_stat(self, path: str) -> os.stat_result | None:
+        """lstat of *path* in the base; None when absent or below a non-directory."""
         current = self.root
         parts = path.split("/")
         for depth, part in enumerate(parts, 1):
@@ -76,6 +76,13 @@ class TreeState:
                 return None
             if depth < len(parts) and not stat.S_ISDIR(st.st_mode):
                 return None
+        return st
+
+    def _base_kind(self, path: str) -> str | None:
+        """'file', 'link', 'dir' or None (absent, or below a non-directory) in the base."""
+        st = self._base_stat(path)
+        if st is None:
+            return None
         if stat.S_ISLNK(st.st_mode):
             return "link"
         if stat.S_ISDIR(st.st_mode):
@@ -83,12 +90,12 @@ class TreeState:
         return "file" if stat.S_ISREG(st.st_mode) else "other"
 
     def _base_read(self, path: str) -> Entry | None:
-        kind = self._base_kind(path)
+        st = self._base_stat(path)
         disk = self.root / path
-        if kind == "link":
+        if st is not None and stat.S_ISLNK(st.st_mode):
             return os.fsencode(os.readlink(disk)), MODE_LINK
-        if kind == "file":
-            return disk.read_bytes(), file_mode(os.lstat(disk).st_mode)
+        if st is not None and stat.S_ISREG(st.st_mode):
+            return disk.read_bytes(), file_mode(st.st_mode)
         return None
 
     def base_files_under(self, path: str) -> Iterator[str]:
