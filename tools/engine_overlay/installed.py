@@ -223,10 +223,7 @@ def apply_installed(engine: Engine, pin: Pin, payload, site: Path | None, check:
             return report
         if check:
             return report
-        changes: dict[str, tuple[bytes | None, int]] = {}
-        for commit in result.commits:
-            changes.update(commit.changes)
-        _write(root, engine, payload, changes, lock)
+        _write(root, engine, payload, result.final_changes(), lock)
         report.status = "applied"
         return report
 

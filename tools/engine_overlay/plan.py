@@ -55,6 +55,13 @@ class Plan:
     def ok(self) -> bool:
         return all(p.status in (APPLIED, OFFSET, THREE_WAY) for p in self.patches)
 
+    def final_changes(self) -> dict[str, tuple[bytes | None, int]]:
+        """What the commits leave, path by path (the last commit that touches a path wins)."""
+        final: dict[str, tuple[bytes | None, int]] = {}
+        for commit in self.commits:
+            final.update(commit.changes)
+        return final
+
 
 def _choose_name(state: TreeState, fp: FilePatch, old: str | None, new: str | None, origin: str) -> str | None:
     """GNU patch's choice among the named files for a plain diff: an existing one,
