@@ -37,8 +37,12 @@
 //   A4. forward() reads inputs and writes the preallocated outputs before it
 //       returns (synchronous), and does not keep the pointers afterwards.
 //   A5. Tensor element type: the metadata seen so far carries no dtype field,
-//       so the dtype is inferred from size / numel; only 4-byte elements
-//       (float32, the type string the seed passes) are wired up.
+//       so the dtype is inferred from size / numel, among the dtypes the
+//       bridge's FlexMLRT runtime takes: kFlexMLRTDTypes in runtime.h, today
+//       float32 only (the type string the seed passes), published as
+//       build_info()["flexmlrt_dtypes"]. A graph with other dtypes is refused
+//       at load; exporters (vllm.vision_npu.export) emit only those dtypes.
+//       forward() is told the type in numpy's spelling (type_string below).
 //   A6. The fbs_buffer must stay mapped for the life of the Model. The bridge
 //       maps it private/copy-on-write, so a write by the SDK cannot reach the
 //       file. FlexMLRT's own thread-safety is unknown: the bridge never calls
@@ -121,13 +125,12 @@ struct IoBinding {             // one buffer handed to forward()
   void* data = nullptr;
   std::size_t nbytes = 0;
   std::vector<std::int64_t> shape;
-  std::string dtype;           // from dtype_for_element_size
+  std::string dtype;           // from type_string
 };
 
-// Element size -> dtype string the SDK wants, or "" if not wired up (A5).
-inline const char* dtype_for_element_size(std::size_t element_size) {
-  return element_size == 4 ? "float32" : "";
-}
+// The type string forward() wants for a tensor of the bridge's dtype
+// `numpy_name` ("float32", ...): numpy's spelling, as the seed passes it (A5).
+inline std::string type_string(const char* numpy_name) { return numpy_name; }
 
 inline std::unique_ptr<Model> open_model(std::uint8_t* rai, std::size_t rai_size,
                                          const std::string& model_path,

@@ -16,6 +16,22 @@
 namespace fxb {
 namespace {
 
+// The dtype is inferred from the element size (A5): it must name one dtype.
+constexpr bool element_sizes_are_distinct() {
+  for (std::size_t i = 0; i < kFlexMLRTDTypes.size(); ++i)
+    for (std::size_t j = i + 1; j < kFlexMLRTDTypes.size(); ++j)
+      if (dtype_size(kFlexMLRTDTypes[i]) == dtype_size(kFlexMLRTDTypes[j])) return false;
+  return true;
+}
+static_assert(element_sizes_are_distinct(),
+              "kFlexMLRTDTypes: two dtypes of one element size cannot be told apart (A5)");
+
+std::string accepted_dtypes() {
+  std::string out;
+  for (DType t : kFlexMLRTDTypes) out += (out.empty() ? "" : ", ") + std::string(dtype_name(t));
+  return out;
+}
+
 class FlexMLRTRuntime final : public Runtime {
  public:
   FlexMLRTRuntime(std::shared_ptr<MappedFile> file, const RuntimeOptions& opt)
@@ -91,16 +107,21 @@ class FlexMLRTRuntime final : public Runtime {
       s.shape = t.shape;
       std::size_t numel = s.numel();
       std::size_t elem = numel ? t.nbytes / numel : 0;
-      const char* type = sdk::dtype_for_element_size(elem);
-      if (numel == 0 || elem * numel != t.nbytes || !*type) {
+      const DType* found = nullptr;
+      for (const DType& d : kFlexMLRTDTypes) {
+        if (dtype_size(d) == elem) found = &d;
+      }
+      if (numel == 0 || elem * numel != t.nbytes || !found) {
         std::ostringstream os;
         os << "FlexMLRT " << role << " '" << t.name << "' has shape " << shape_str(t.shape)
-           << " and " << t.nbytes << " bytes; only float32 tensors are wired up "
-           << "(see dtype_for_element_size in flexmlrt_assumptions.h)";
+           << " and " << t.nbytes << " bytes (" << (numel ? std::to_string(elem) : "?")
+           << " per element); this build's FlexMLRT runtime takes only " << accepted_dtypes()
+           << " tensors (kFlexMLRTDTypes in runtime.h, assumption A5 in "
+           << "flexmlrt_assumptions.h): export the graph with those dtypes";
         throw BundleError(os.str());
       }
-      s.dtype = DType::float32;
-      types.emplace_back(type);
+      s.dtype = *found;
+      types.push_back(sdk::type_string(dtype_name(*found)));
       specs.push_back(std::move(s));
     }
     return specs;

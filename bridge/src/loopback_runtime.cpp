@@ -9,23 +9,41 @@
 //   offset  type        field
 //   0       char[8]     magic "FXBLOOP\0"
 //   8       u32         version = 1
-//   12      u32         op: 0 = affine (y = x.w + b), 1 = noop (output untouched)
+//   12      u32         op: 0 = affine, 1 = noop, 2 = rows_affine (see below)
 //   16      u32         delay_us: the runtime sleeps this long in every run
-//   20      u32         n_inputs  (affine: 1)
-//   24      u32         n_outputs (affine: 1)
+//   20      u32         n_inputs  (1..16; affine: 1)
+//   24      u32         n_outputs (1..16; affine and rows_affine: 1)
 //   28      specs       n_inputs + n_outputs times:
 //                         u32 name_len, name bytes (utf-8, no NUL),
 //                         u32 dtype (runtime.h DType), u32 ndim, i64 dims[ndim]
+//   ...     i64         K, the weight's row count      (rows_affine only)
+//   ...     i64         N, the weight's column count   (rows_affine only)
 //   ...     u64         weights_offset (multiple of 64, from the file start)
 //   ...     u64         weights_nbytes
 //   ...     zero padding up to weights_offset
-//   w_off   f32[K*N]    w, row-major [K, N]      (affine only)
-//           f32[N]      b                        (affine only)
+//   w_off   f32[K*N]    w, row-major [K, N]      (affine, rows_affine)
+//           f32[N]      b                        (affine, rows_affine)
 //   end-4   u32         CRC-32 (zlib's) of every byte before it
 //
-// For affine, the input is [..., K] and the output [..., N] with the same
-// leading dimensions; both float32. The Python writer is
-// flexmlrt_bridge.loopback.write_loopback_bundle.
+// The ops:
+//
+//   affine (0)       one input [..., K] and one output [..., N] with the same
+//                    leading dimensions, both float32: y = x.w + b over the
+//                    last dimension (K and N come from the shapes).
+//   noop (1)         any tensors of any dtypes; the outputs are left untouched.
+//   rows_affine (2)  stands in for a graph with several inputs and one output
+//                    (the vLLM vision tower's device graph), all float32, any
+//                    shapes that fit: input 0 (numel M*K) is viewed as M rows
+//                    of K, the output (numel M*N) as M rows of N, and every
+//                    further input i (numel divisible by M) as M row chunks of
+//                    numel_i / M elements. Then
+//                      y[m] = x0[m].w + b
+//                      y[m][0] += sum of chunk m of input i, for i = 1, 2, ...
+//                    K and N are stored in the header, M follows from input 0.
+//
+// Every count, size, shape and dtype is checked when the bundle is loaded;
+// run() then only touches memory the checks vouched for. The Python writer
+// is flexmlrt_bridge.loopback.write_loopback_bundle.
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -42,6 +60,7 @@ constexpr char kMagic[8] = {'F', 'X', 'B', 'L', 'O', 'O', 'P', '\0'};
 constexpr std::uint32_t kVersion = 1;
 constexpr std::uint32_t kOpAffine = 0;
 constexpr std::uint32_t kOpNoop = 1;
+constexpr std::uint32_t kOpRowsAffine = 2;
 constexpr std::uint32_t kMaxTensors = 16;
 constexpr std::uint32_t kMaxNameLen = 1024;
 constexpr std::uint32_t kMaxNdim = 8;
@@ -148,7 +167,9 @@ class LoopbackRuntime final : public Runtime {
                         std::to_string(kVersion));
     }
     op_ = r.read<std::uint32_t>("the op");
-    if (op_ != kOpAffine && op_ != kOpNoop) corrupt(f, "unknown op " + std::to_string(op_));
+    if (op_ != kOpAffine && op_ != kOpNoop && op_ != kOpRowsAffine) {
+      corrupt(f, "unknown op " + std::to_string(op_));
+    }
     delay_us_ = r.read<std::uint32_t>("the delay");
     if (delay_us_ > kMaxDelayUs) corrupt(f, "delay_us " + std::to_string(delay_us_) + " > 10 s");
     auto n_in = r.read<std::uint32_t>("the input count");
@@ -159,6 +180,11 @@ class LoopbackRuntime final : public Runtime {
     }
     for (std::uint32_t i = 0; i < n_in; ++i) inputs_.push_back(read_spec(r, f, "input", i));
     for (std::uint32_t i = 0; i < n_out; ++i) outputs_.push_back(read_spec(r, f, "output", i));
+    std::int64_t weight_rows = 0, weight_cols = 0;
+    if (op_ == kOpRowsAffine) {
+      weight_rows = r.read<std::int64_t>("the weight's row count");
+      weight_cols = r.read<std::int64_t>("the weight's column count");
+    }
     auto w_off = r.read<std::uint64_t>("the weights offset");
     auto w_len = r.read<std::uint64_t>("the weights size");
     if (w_off % 64 != 0 || w_off < r.pos()) {
@@ -179,6 +205,7 @@ class LoopbackRuntime final : public Runtime {
     if (crc32(f.data(), f.size() - 4) != stored) corrupt(f, "CRC-32 checksum mismatch");
 
     if (op_ == kOpAffine) check_affine(f, w_len);
+    if (op_ == kOpRowsAffine) check_rows_affine(f, w_len, weight_rows, weight_cols);
     weights_ = reinterpret_cast<const float*>(f.data() + w_off);  // used in place
   }
 
@@ -201,6 +228,17 @@ class LoopbackRuntime final : public Runtime {
         const float xv = xr[i];
         const float* wr = w + i * n_;
         for (std::size_t j = 0; j < n_; ++j) yr[j] += xv * wr[j];
+      }
+    }
+    if (op_ != kOpRowsAffine) return;
+    for (std::size_t i = 1; i < in.size(); ++i) {
+      const auto* xi = static_cast<const float*>(in[i]);
+      const std::size_t chunk = chunks_[i];
+      for (std::size_t m = 0; m < m_; ++m) {
+        double sum = 0.0;
+        const float* c = xi + m * chunk;
+        for (std::size_t j = 0; j < chunk; ++j) sum += c[j];
+        y[m * n_] += static_cast<float>(sum);
       }
     }
   }
@@ -229,15 +267,76 @@ class LoopbackRuntime final : public Runtime {
     }
   }
 
+  void check_rows_affine(const MappedFile& f, std::uint64_t w_len, std::int64_t k,
+                         std::int64_t n) {
+    if (outputs_.size() != 1) {
+      corrupt(f, "the rows_affine op takes exactly one output, the bundle has " +
+                     std::to_string(outputs_.size()));
+    }
+    auto float32_only = [&](const std::vector<TensorSpec>& specs, const char* role) {
+      for (const auto& s : specs) {
+        if (s.dtype != DType::float32) {
+          corrupt(f, std::string("the rows_affine op needs float32 tensors; ") + role + " '" +
+                         s.name + "' is " + dtype_name(s.dtype));
+        }
+      }
+    };
+    float32_only(inputs_, "input");
+    float32_only(outputs_, "output");
+    if (k < 1 || n < 1 || k > kMaxNumel || n > kMaxNumel || k > kMaxNumel / n) {
+      corrupt(f, "the rows_affine weight shape [" + std::to_string(k) + ", " +
+                     std::to_string(n) + "] is invalid");
+    }
+    k_ = static_cast<std::size_t>(k);
+    n_ = static_cast<std::size_t>(n);
+    const TensorSpec& x0 = inputs_[0];
+    if (x0.numel() % k_ != 0) {
+      corrupt(f, "rows_affine input '" + x0.name + "' " + shape_str(x0.shape) + " has " +
+                     std::to_string(x0.numel()) + " elements, not a whole number of rows of " +
+                     std::to_string(k_) + " (the weight's row count)");
+    }
+    m_ = x0.numel() / k_;
+    const TensorSpec& y = outputs_[0];
+    if (y.numel() != m_ * n_) {
+      corrupt(f, "rows_affine output '" + y.name + "' " + shape_str(y.shape) + " has " +
+                     std::to_string(y.numel()) + " elements; " + std::to_string(m_) +
+                     " rows of " + std::to_string(n_) + " need " + std::to_string(m_ * n_));
+    }
+    chunks_.assign(inputs_.size(), 0);
+    for (std::size_t i = 1; i < inputs_.size(); ++i) {
+      const TensorSpec& s = inputs_[i];
+      if (s.numel() % m_ != 0) {
+        corrupt(f, "rows_affine input '" + s.name + "' " + shape_str(s.shape) + " has " +
+                       std::to_string(s.numel()) + " elements, not divisible into the " +
+                       std::to_string(m_) + " rows of input '" + x0.name + "'");
+      }
+      chunks_[i] = s.numel() / m_;
+    }
+    if (w_len != 4 * (k_ * n_ + n_)) {
+      corrupt(f, "weights hold " + std::to_string(w_len) + " bytes, the rows_affine op with a [" +
+                     std::to_string(k_) + ", " + std::to_string(n_) + "] weight needs " +
+                     std::to_string(4 * (k_ * n_ + n_)));
+    }
+  }
+
   std::shared_ptr<MappedFile> file_;  // keeps weights_ mapped
   std::vector<TensorSpec> inputs_, outputs_;
   std::uint32_t op_ = kOpAffine;
   std::uint32_t delay_us_ = 0;
   std::size_t m_ = 0, k_ = 0, n_ = 0;
+  std::vector<std::size_t> chunks_;  // rows_affine: elements per row of input i (i >= 1)
   const float* weights_ = nullptr;
 };
 
 }  // namespace
+
+std::vector<std::string> loopback_ops() {
+  std::vector<std::string> ops(3);
+  ops[kOpAffine] = "affine";
+  ops[kOpNoop] = "noop";
+  ops[kOpRowsAffine] = "rows_affine";
+  return ops;
+}
 
 bool is_loopback_bundle(const MappedFile& file) {
   return file.size() >= sizeof(kMagic) && std::memcmp(file.data(), kMagic, sizeof(kMagic)) == 0;

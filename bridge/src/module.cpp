@@ -395,7 +395,13 @@ PYBIND11_MODULE(_core, m) {
 #else
     d["flexmlrt_typechecked"] = false;
 #endif
+    // What the FlexMLRT runtime takes (kFlexMLRTDTypes), whether or not it is
+    // compiled in: exporters and vllm.vision_npu check their graphs against it.
+    py::tuple dtypes(kFlexMLRTDTypes.size());
+    for (std::size_t i = 0; i < kFlexMLRTDTypes.size(); ++i) dtypes[i] = dtype_name(kFlexMLRTDTypes[i]);
+    d["flexmlrt_dtypes"] = dtypes;
     d["loopback_format_version"] = 1;
+    d["loopback_ops"] = py::tuple(py::cast(loopback_ops()));
     d["pybind11"] = std::to_string(PYBIND11_VERSION_MAJOR) + "." +
                     std::to_string(PYBIND11_VERSION_MINOR) + "." +
                     std::to_string(PYBIND11_VERSION_PATCH);

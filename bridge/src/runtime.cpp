@@ -16,18 +16,6 @@ namespace fxb {
 
 bool dtype_is_valid(std::uint32_t code) { return code >= 1 && code <= 6; }
 
-std::size_t dtype_size(DType t) {
-  switch (t) {
-    case DType::float32: return 4;
-    case DType::float16: return 2;
-    case DType::int8: return 1;
-    case DType::uint8: return 1;
-    case DType::int32: return 4;
-    case DType::int64: return 8;
-  }
-  return 0;
-}
-
 const char* dtype_name(DType t) {
   switch (t) {
     case DType::float32: return "float32";

@@ -5,6 +5,7 @@
 // implementations (loopback_runtime.cpp, flexmlrt_runtime.cpp) are plain C++17.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -50,8 +51,27 @@ enum class DType : std::uint32_t {
 };
 
 bool dtype_is_valid(std::uint32_t code);
-std::size_t dtype_size(DType t);
 const char* dtype_name(DType t);  // numpy spelling: "float32", ...
+
+constexpr std::size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::float32: return 4;
+    case DType::float16: return 2;
+    case DType::int8: return 1;
+    case DType::uint8: return 1;
+    case DType::int32: return 4;
+    case DType::int64: return 8;
+  }
+  return 0;
+}
+
+// The dtypes the FlexMLRT runtime takes: the one list the bridge keeps of
+// them. flexmlrt_runtime.cpp gives each SDK tensor the dtype of this list
+// whose element size it has (no dtype field is known in the SDK's metadata,
+// assumption A5 in flexmlrt_assumptions.h), so no two entries may share an
+// element size (checked at compile time there). Published to Python as
+// build_info()["flexmlrt_dtypes"]; exporters check their graphs against it.
+inline constexpr std::array<DType, 1> kFlexMLRTDTypes = {DType::float32};
 
 struct TensorSpec {
   std::string name;
@@ -112,6 +132,7 @@ class Runtime {
 // Loopback: a tiny self-describing bundle (see loopback_runtime.cpp for the
 // format); the stand-in for the NPU in every test.
 bool is_loopback_bundle(const MappedFile& file);
+std::vector<std::string> loopback_ops();  // op names, indexed by op code
 std::unique_ptr<Runtime> make_loopback_runtime(std::shared_ptr<MappedFile> file);
 
 // FlexMLRT: defined in flexmlrt_runtime.cpp when the SDK was found at build

@@ -153,6 +153,17 @@ def _good_bundle() -> bytes:
     )
 
 
+def _rows_affine_bundle() -> bytes:
+    rng = np.random.default_rng(1)
+    return fb.encode_loopback_bundle(
+        op="rows_affine",
+        inputs=[("x", (4, 6)), ("t", (4, 2)), ("s", (4,))],
+        outputs=[("y", (2, 3))],
+        weight=rng.standard_normal((12, 3)).astype(np.float32),
+        bias=np.ones(3, np.float32),
+    )
+
+
 def _with_crc(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -166,8 +177,9 @@ def test_truncated_bundle(tmp_path, keep):
         fb.Session(p, runtime="loopback")
 
 
-def test_every_truncation_and_byte_flip_is_an_error_not_a_crash(tmp_path):
-    data = _good_bundle()
+@pytest.mark.parametrize("make", [_good_bundle, _rows_affine_bundle], ids=["affine", "rows_affine"])
+def test_every_truncation_and_byte_flip_is_an_error_not_a_crash(tmp_path, make):
+    data = make()
     p = tmp_path / "f.fxb"
     for n in range(len(data)):
         p.write_bytes(data[:n])

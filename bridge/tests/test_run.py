@@ -109,6 +109,8 @@ def test_build_info_describes_this_build():
     assert info["loopback_format_version"] == 1
     assert info["flexmlrt"] == fb.flexmlrt_available()
     assert ("flexmlrt" in fb.available_runtimes()) == info["flexmlrt"]
+    # What the FlexMLRT runtime takes (assumption A5), with or without the SDK.
+    assert info["flexmlrt_dtypes"] == ("float32",)
     if not info["flexmlrt"]:
         # Without the SDK the FlexMLRT file must still have been compiled (type-checked).
         assert info["flexmlrt_typechecked"] is True

@@ -23,6 +23,7 @@ from .loopback import (
     DEFAULT_OUTPUT_NAME,
     affine_reference,
     encode_loopback_bundle,
+    rows_affine_reference,
     write_loopback_bundle,
 )
 from .session import Session, available_runtimes
@@ -41,5 +42,6 @@ __all__ = [
     "build_info",
     "encode_loopback_bundle",
     "flexmlrt_available",
+    "rows_affine_reference",
     "write_loopback_bundle",
 ]
