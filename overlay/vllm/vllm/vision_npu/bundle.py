@@ -40,7 +40,9 @@ from vllm.vision_npu.backend import (
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "vllm-vision-npu-bundle"
-BUNDLE_FORMAT_VERSION = 1
+# 2: the segment inputs are float32 (v1 bundles had int64 ones, which the
+# FlexMLRT runtime cannot take): a v1 bundle is refused, to be re-exported.
+BUNDLE_FORMAT_VERSION = 2
 
 
 def default_cache_dir() -> Path:

@@ -34,6 +34,7 @@ from vllm.vision_npu.bundle import (
     bundle_dir_for,
 )
 from vllm.vision_npu.models.qwen2_5_vl_graph import (
+    DEVICE_DTYPES,
     INPUT_NAMES,
     OPSET,
     OUTPUT_NAMES,
@@ -54,8 +55,8 @@ def _tensor_specs(config: Qwen2_5_VisionGraphConfig) -> tuple[list[dict], list[d
         {"name": "hidden_states", "shape": ["N", config.hidden_size], "dtype": "float32"},
         {"name": "rotary_cos", "shape": ["N", d2], "dtype": "float32"},
         {"name": "rotary_sin", "shape": ["N", d2], "dtype": "float32"},
-        {"name": "full_attn_segments", "shape": ["N"], "dtype": "int64"},
-        {"name": "window_attn_segments", "shape": ["N"], "dtype": "int64"},
+        {"name": "full_attn_segments", "shape": ["N"], "dtype": "float32"},
+        {"name": "window_attn_segments", "shape": ["N"], "dtype": "float32"},
     ]
     outputs = [
         {"name": "vision_embeds", "shape": ["N/U", config.out_hidden_size], "dtype": "float32"}
@@ -63,6 +64,43 @@ def _tensor_specs(config: Qwen2_5_VisionGraphConfig) -> tuple[list[dict], list[d
     assert tuple(i["name"] for i in inputs) == INPUT_NAMES
     assert tuple(o["name"] for o in outputs) == OUTPUT_NAMES
     return inputs, outputs
+
+
+def check_device_dtypes(inputs: Sequence[Mapping], outputs: Sequence[Mapping]) -> None:
+    """Every manifest tensor has a dtype the FlexMLRT runtime takes: the graph's
+    ``DEVICE_DTYPES`` and, where the bridge is installed, what it reports
+    (``flexmlrt_bridge.build_info()["flexmlrt_dtypes"]``)."""
+    from vllm.vision_npu.flexmlrt_backend import installed_bridge_flexmlrt_dtypes
+
+    bridge = installed_bridge_flexmlrt_dtypes()
+    accepted = [d for d in DEVICE_DTYPES if bridge is None or d in bridge]
+    bad = [
+        f"{e['name']!r} is {e['dtype']}" for e in (*inputs, *outputs) if e["dtype"] not in accepted
+    ]
+    if bad:
+        raise ValueError(
+            f"device graph tensors the FlexMLRT runtime cannot take: {', '.join(bad)} "
+            f"(it takes {', '.join(accepted) or 'nothing this graph uses'})"
+        )
+
+
+def _check_graph_matches_manifest(
+    model: Any, inputs: Sequence[Mapping], outputs: Sequence[Mapping]
+) -> None:
+    """The ONNX graph declares the manifest's names and dtypes, in its order."""
+    from onnx import helper
+
+    for role, declared, entries in (
+        ("input", model.graph.input, inputs),
+        ("output", model.graph.output, outputs),
+    ):
+        got = [
+            (v.name, np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)).name)
+            for v in declared
+        ]
+        want = [(e["name"], e["dtype"]) for e in entries]
+        if got != want:
+            raise RuntimeError(f"device graph {role}s {got} differ from the manifest's {want}")
 
 
 def export_qwen2_5_vision_bundle(
@@ -85,6 +123,8 @@ def export_qwen2_5_vision_bundle(
     if not sizes or bad:
         raise ValueError(f"--sizes must be positive multiples of {unit}, got {bad or 'none'}")
     check_graph_weights(config, weights)
+    inputs, outputs = _tensor_specs(config)
+    check_device_dtypes(inputs, outputs)
     directory = Path(output) if output else bundle_dir_for(cache_dir, MODEL_TYPE, config.key())
     directory.mkdir(parents=True, exist_ok=True)
     # A half-written bundle must not look valid: drop the old manifest first
@@ -98,12 +138,12 @@ def export_qwen2_5_vision_bundle(
     for n in sizes:
         name = f"vision_n{n}.onnx"
         model = build_device_graph(config, n, WEIGHTS_FILE, layout)
+        _check_graph_matches_manifest(model, inputs, outputs)
         onnx.save_model(model, str(directory / name))
         onnx.checker.check_model(str(directory / name))
         specializations.append(
             Specialization(n, {"onnxrt": BundleFile.describe(directory, name, digest)})
         )
-    inputs, outputs = _tensor_specs(config)
     manifest = BundleManifest(
         model_type=MODEL_TYPE,
         config=config.to_json(),

@@ -359,8 +359,8 @@ def qwen2_5_vision_pre_ops(
         "hidden_states": hidden.numpy(),
         "rotary_cos": _padded(cos, pad, 0.0, torch.float32, (cos.shape[-1],)),
         "rotary_sin": _padded(sin, pad, 0.0, torch.float32, (sin.shape[-1],)),
-        "full_attn_segments": _padded(full_segments, pad, PAD_SEGMENT, torch.int64, ()),
-        "window_attn_segments": _padded(window_segments, pad, PAD_SEGMENT, torch.int64, ()),
+        "full_attn_segments": _padded(full_segments, pad, PAD_SEGMENT, torch.float32, ()),
+        "window_attn_segments": _padded(window_segments, pad, PAD_SEGMENT, torch.float32, ()),
     }
     reverse = torch.empty_like(window_index)
     reverse[window_index] = torch.arange(window_index.numel(), dtype=window_index.dtype)

@@ -16,15 +16,21 @@ name                     dtype     shape        meaning
 ``hidden_states``        float32   [N, C]       patch embeddings, window order
 ``rotary_cos``           float32   [N, D/2]     rotary cos table, window order
 ``rotary_sin``           float32   [N, D/2]     rotary sin table, window order
-``full_attn_segments``   int64     [N]          token i may attend to token j
+``full_attn_segments``   float32   [N]          token i may attend to token j
                                                 in full-attention blocks iff
                                                 the segment ids are equal
-``window_attn_segments`` int64     [N]          the same for window blocks
+``window_attn_segments`` float32   [N]          the same for window blocks
 ``vision_embeds``        float32   [N/U, O]     output, window order
 ======================== ========= ============ ==============================
 
-Padding tokens get segment id ``-1`` in both segment inputs, so no real token
-can attend to them; they only ever meet each other. Every other op is
+Every tensor is float32 (``DEVICE_DTYPES``): the FlexMLRT runtime of the
+bridge takes float32 only (``flexmlrt_bridge.build_info()["flexmlrt_dtypes"]``),
+and the export refuses a manifest with any other dtype. Segment ids are small
+non-negative integers (frame and window numbers, fewer than ``N``) or ``-1``,
+all exact in float32 up to 2**24, and ``Equal`` compares them exactly.
+
+Padding tokens get segment id ``PAD_SEGMENT`` (``-1``) in both segment inputs,
+so no real token can attend to them; they only ever meet each other. Every other op is
 per-token (norms, MLPs) or per merge group of ``U`` consecutive tokens (the
 merger), and padding starts on a group boundary, so padding cannot leak into
 real tokens.
@@ -53,6 +59,9 @@ INPUT_NAMES = (
     "window_attn_segments",
 )
 OUTPUT_NAMES = ("vision_embeds",)
+# The dtypes the device graph may use: what the bridge's FlexMLRT runtime
+# takes (flexmlrt_bridge.build_info()["flexmlrt_dtypes"]; a test asserts it).
+DEVICE_DTYPES = ("float32",)
 PAD_SEGMENT = -1
 _ALIGN = 4096
 
@@ -453,8 +462,8 @@ def build_device_graph(
         helper.make_tensor_value_info("hidden_states", TensorProto.FLOAT, [n, c]),
         helper.make_tensor_value_info("rotary_cos", TensorProto.FLOAT, [n, d // 2]),
         helper.make_tensor_value_info("rotary_sin", TensorProto.FLOAT, [n, d // 2]),
-        helper.make_tensor_value_info("full_attn_segments", TensorProto.INT64, [n]),
-        helper.make_tensor_value_info("window_attn_segments", TensorProto.INT64, [n]),
+        helper.make_tensor_value_info("full_attn_segments", TensorProto.FLOAT, [n]),
+        helper.make_tensor_value_info("window_attn_segments", TensorProto.FLOAT, [n]),
     ]
     outputs = [helper.make_tensor_value_info("vision_embeds", TensorProto.FLOAT, [n // u, o])]
     graph = helper.make_graph(
