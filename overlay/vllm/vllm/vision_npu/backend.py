@@ -130,8 +130,12 @@ def register_vision_npu_backend(
 ) -> Callable[[type[VisionNPUBackend]], type[VisionNPUBackend]]:
     """Class decorator registering an out-of-tree backend under ``name``."""
 
+    key = name.strip().lower()
+    if not key:
+        raise ValueError("A vision NPU backend needs a non-empty name")
+
     def decorator(cls: type[VisionNPUBackend]) -> type[VisionNPUBackend]:
-        _BACKENDS[name] = cls
+        _BACKENDS[key] = cls
         return cls
 
     return decorator
@@ -142,7 +146,8 @@ def available_vision_npu_backends() -> list[str]:
 
 
 def get_vision_npu_backend_cls(name: str) -> type[VisionNPUBackend]:
-    entry = _BACKENDS.get(name.strip().lower())
+    key = name.strip().lower()
+    entry = _BACKENDS.get(key)
     if entry is None:
         raise ValueError(
             f"Unknown VLLM_VISION_NPU_BACKEND={name!r}; available backends: "
@@ -152,7 +157,7 @@ def get_vision_npu_backend_cls(name: str) -> type[VisionNPUBackend]:
     if isinstance(entry, str):
         module_name, _, attr = entry.partition(":")
         entry = getattr(importlib.import_module(module_name), attr)
-        _BACKENDS[name] = entry
+        _BACKENDS[key] = entry
     return entry
 
 

@@ -88,7 +88,13 @@ class OnnxRuntimeVisionBackend(VisionNPUBackend):
         # The path, not bytes: onnxruntime reads the small graph file and maps
         # the shared external weights file itself.
         session = ort.InferenceSession(str(artifact), options, providers=self.providers)
+        # What onnxruntime actually runs on (it may fall back), for the logs.
+        self.providers_used = list(session.get_providers())
         return OnnxRuntimeVisionGraph(session)
+
+    def describe(self) -> str:
+        used = getattr(self, "providers_used", None) or self.providers
+        return f"onnxrt(provider={', '.join(used)})"
 
 
 def _spec(arg: Any) -> TensorSpec:
