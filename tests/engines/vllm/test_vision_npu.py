@@ -202,12 +202,13 @@ def test_oversize_image_is_a_clear_error(npu_tower):
     assert "64, 256, 576" in message
 
 
-def test_oversize_video_is_a_clear_error(npu_tower):
+def test_video_with_an_oversize_frame_is_a_clear_error(npu_tower):
     from tiny_qwen2_5_vl import pixel_values
     from vllm.vision_npu.backend import VisionNPUInputTooLargeError
 
-    grid = [[6, 10, 10]]  # 600 patches
-    with pytest.raises(VisionNPUInputTooLargeError, match=r"Video 0 \(grid t,h,w=\(6, 10, 10\)\) has 600 patches"):
+    grid = [[3, 26, 26]]  # one frame: 676 patches > 576
+    with pytest.raises(VisionNPUInputTooLargeError,
+                       match=r"Video 0 \(grid t,h,w=\(3, 26, 26\)\): one frame has 676 patches"):
         npu_tower(pixel_values(grid), grid_thw=grid)
 
 

@@ -2,11 +2,16 @@
 """Export the vision device graph of a model as an NPU bundle.
 
     python -m vllm.vision_npu.export --model /path/to/Qwen2.5-VL-7B-Instruct \\
-        --sizes 1024,2048,4352 [--cache-dir DIR | --output DIR]
+        --sizes 1024,2048,4352 [--dtype bfloat16] [--cache-dir DIR | --output DIR]
 
 ``--sizes`` are numbers of patches (14x14 pixels each, before the 2x2 merge),
 one fixed-shape specialization each; an image of ``H x W`` pixels resized by
-the processor has ``(H/14) * (W/14)`` patches, a video ``T/2`` times that.
+the processor has ``(H/14) * (W/14)`` patches, a video ``T/2`` times that
+(a video larger than the largest size runs in pieces along its time axis;
+the largest size bounds the processor's ``max_pixels`` per frame).
+``--dtype`` is the dtype vLLM will run the model in: the weights are rounded
+to it, as vLLM's loader rounds them, so that the bundle matches the loaded
+weights (the graph itself computes in float32).
 The bundle is written to ``<cache>/qwen2_5_vl/<config key>/`` (``--cache-dir``
 defaults to ``VLLM_VISION_NPU_CACHE``) and its path printed on stdout. The
 graphs (ONNX opset 17, tensors documented in
@@ -188,6 +193,27 @@ def hf_visual_weights(items: Iterable[tuple[str, Any]]) -> dict[str, np.ndarray]
     return out
 
 
+# vLLM's --dtype -> the torch dtype its loader casts the checkpoint to.
+RUNTIME_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def round_weights(weights: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    """The weights as vLLM holds them when it runs in ``dtype`` (rounded to it,
+    kept in float32 for the graph): a bundle for a bfloat16 engine must be made
+    from the rounded weights, or the runtime's fingerprint check refuses it."""
+    if dtype not in RUNTIME_DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(sorted(RUNTIME_DTYPES))}, got {dtype!r}")
+    if dtype == "float32":
+        return dict(weights)
+    torch = _torch()
+    target = getattr(torch, RUNTIME_DTYPES[dtype])
+    return {
+        name: torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        .to(target).to(torch.float32).numpy()
+        for name, arr in weights.items()
+    }
+
+
 def _to_numpy(tensor: Any) -> np.ndarray:
     if isinstance(tensor, np.ndarray):
         return tensor.astype(np.float32, copy=False)
@@ -240,6 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--cache-dir", type=Path, help="cache root (default: VLLM_VISION_NPU_CACHE)")
     where.add_argument("--output", type=Path, help="exact bundle directory to write")
+    parser.add_argument(
+        "--dtype", choices=sorted(RUNTIME_DTYPES), default="float32",
+        help="the dtype vLLM will run the model in (--dtype of vllm serve): the weights "
+        "are rounded to it, as vLLM's loader rounds them, so the bundle matches the "
+        "weights the runtime loads; the graph computes in float32 either way",
+    )
     parser.add_argument("--no-digest", action="store_true", help="skip sha256 of the files")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle")
     parser.add_argument("--format", choices=("text", "json"), default="text")
@@ -253,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FileExistsError(f"{target} already holds a bundle (use --force to replace it)")
         if args.force and target.exists() and args.output is None:
             shutil.rmtree(target)
-        weights = hf_visual_weights(iter_safetensors(args.model))
+        weights = round_weights(hf_visual_weights(iter_safetensors(args.model)), args.dtype)
         directory = export_qwen2_5_vision_bundle(
             config, weights, sizes, output=target, digest=not args.no_digest
         )

@@ -195,7 +195,8 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
                 f"Vision NPU bundle {self.bundle.directory} was exported from different "
                 f"weights than the ones loaded (fingerprint "
                 f"{self.bundle.manifest.weights_fingerprint} != {actual}). Re-export it "
-                f"from this checkpoint: {self._export_hint}"
+                f"from this checkpoint for this dtype ({_dtype_name(self.dtype)}): "
+                f"{self._export_hint} --dtype {_dtype_name(self.dtype)}"
             )
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
@@ -232,7 +233,11 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
     def _post_ops(self, prepared: _Prepared, out: np.ndarray) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
         tokens = prepared.num_patches // self.spatial_merge_unit
-        embeds = torch.from_numpy(out[:tokens])[prepared.reverse_indices]
+        reverse = prepared.reverse_indices
+        # Host output -> the pre-ops' device, back in the original order, then
+        # onto the model's device and dtype (the language model may sit on an
+        # accelerator while the graph runs on the NPU).
+        embeds = torch.from_numpy(out[:tokens]).to(device=reverse.device)[reverse]
         embeds = embeds.to(device=self.device, dtype=self.dtype)
         return embeds, time.perf_counter() - start
 
@@ -254,16 +259,7 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
             raise ValueError(
                 f"pixel values have {x.shape[0]} patches but grid_thw {grids} needs {sum(counts)}"
             )
-        # Choose every specialization first: an oversized item fails the whole
-        # batch before any work, with the item's size and the sizes available.
-        specs = [
-            self.bundle.select(
-                n, f"{'Video' if g[0] > 1 else 'Image'} {i} (grid t,h,w={g})"
-            ).num_patches
-            for i, (g, n) in enumerate(zip(grids, counts, strict=True))
-        ]
-        pieces = x.split(counts)
-        jobs = list(zip(range(len(grids)), pieces, grids, specs, strict=True))
+        jobs = self._plan_jobs(x, grids)
         if self.async_pipeline and len(jobs) > 1:
             outputs, timings = self._run_pipelined(jobs)
         else:
@@ -279,6 +275,41 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
                     item.pre_s * 1e3, item.device_s * 1e3, item.post_s * 1e3,
                 )
         return torch.cat(outputs) if outputs else x.new_empty((0, self.out_hidden_size))
+
+    def _plan_jobs(
+        self, x: torch.Tensor, grids: Sequence[tuple[int, int, int]]
+    ) -> list[tuple[int, torch.Tensor, tuple[int, int, int], int]]:
+        """One job per device run: (index, pixel rows, grid, specialization).
+
+        Every specialization is chosen first, so an item that cannot fit fails
+        the whole call before any work, naming its size and the sizes there
+        are. A video larger than the largest specialization runs in pieces of
+        whole temporal groups: every block attends within one temporal group
+        (window blocks within windows of a frame, full blocks within the
+        frame), and the rows of a video are in temporal order, so the pieces'
+        outputs, concatenated, are the whole video's output, exactly.
+        (The multimodal processor refuses such items per request; see
+        ``vllm.vision_npu.processing``.)
+        """
+        largest = self.bundle.sizes[-1]
+        jobs: list[tuple[int, torch.Tensor, tuple[int, int, int], int]] = []
+        offset = 0
+        for i, (t, h, w) in enumerate(grids):
+            what = f"{'Video' if t > 1 else 'Image'} {i} (grid t,h,w={(t, h, w)})"
+            frame = h * w
+            if t * frame <= largest:
+                groups = [t]
+            else:
+                # A single frame must fit; refuse with the bundle's message.
+                self.bundle.select(frame, f"{what}: one frame" if t > 1 else what)
+                per = largest // frame
+                groups = [per] * (t // per) + ([t % per] if t % per else [])
+            for groups_t in groups:
+                n = groups_t * frame
+                spec = self.bundle.select(n, what).num_patches
+                jobs.append((len(jobs), x[offset : offset + n], (groups_t, h, w), spec))
+                offset += n
+        return jobs
 
     def _run_sequential(
         self, jobs: Sequence[tuple[int, torch.Tensor, tuple[int, int, int], int]]
@@ -332,16 +363,20 @@ def qwen2_5_vision_pre_ops(
     t, h, w = grid_thw
     n = t * h * w
     unit = tower.spatial_merge_unit
-    pixels = tower.input_norm(x.to(device=tower.device), tower.dtype)
-    cos, sin, window_index, cu_window, _ = tower.get_rope_by_thw(t, h, w)
-    window_index = window_index.to(pixels.device)
+    # Everything is computed where the tower's weights are and every tensor is
+    # created there explicitly; only the feeds go to the host.
+    device = tower.device
+    pixels = tower.input_norm(x.to(device=device), tower.dtype)
+    with torch.device(device):  # the stock helpers allocate on the default device
+        cos, sin, window_index, cu_window, _ = tower.get_rope_by_thw(t, h, w)
+    window_index = window_index.to(device)
     # Window order first, on the (narrower) pixel rows, then the patch
     # embedding -- a Conv3d whose kernel equals its stride, i.e. one GEMM --
     # straight into the padded device buffer.
     pixels = pixels.reshape(n // unit, unit, -1)[window_index].reshape(n, -1)
     weight = tower.patch_embed.proj.weight
     weight = weight.reshape(weight.shape[0], -1)
-    hidden = torch.zeros((specialization, weight.shape[0]), dtype=torch.float32)
+    hidden = torch.zeros((specialization, weight.shape[0]), dtype=torch.float32, device=device)
     if pixels.dtype == torch.float32 and weight.dtype == torch.float32:
         torch.mm(pixels, weight.t(), out=hidden[:n])
     else:
@@ -350,21 +385,29 @@ def qwen2_5_vision_pre_ops(
     # Attention masks in compact form: token i may attend to token j iff
     # their segment ids are equal (windows for window blocks, frames for
     # full-attention blocks); padding gets PAD_SEGMENT in both.
-    positions = torch.arange(n, dtype=torch.int64)
-    window_segments = torch.searchsorted(cu_window.to(torch.int64), positions, right=True)
+    positions = torch.arange(n, dtype=torch.int64, device=device)
+    window_segments = torch.searchsorted(
+        cu_window.to(device=device, dtype=torch.int64), positions, right=True
+    )
     full_segments = positions // (h * w)
 
     pad = specialization - n
     feeds = {
-        "hidden_states": hidden.numpy(),
+        "hidden_states": hidden.cpu().numpy(),
         "rotary_cos": _padded(cos, pad, 0.0, torch.float32, (cos.shape[-1],)),
         "rotary_sin": _padded(sin, pad, 0.0, torch.float32, (sin.shape[-1],)),
         "full_attn_segments": _padded(full_segments, pad, PAD_SEGMENT, torch.float32, ()),
         "window_attn_segments": _padded(window_segments, pad, PAD_SEGMENT, torch.float32, ()),
     }
     reverse = torch.empty_like(window_index)
-    reverse[window_index] = torch.arange(window_index.numel(), dtype=window_index.dtype)
+    reverse[window_index] = torch.arange(
+        window_index.numel(), dtype=window_index.dtype, device=window_index.device
+    )
     return feeds, reverse
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _timing(prepared: _Prepared, device_s: float, post_s: float) -> VisionNPUItemTiming:
@@ -381,9 +424,9 @@ def _timing(prepared: _Prepared, device_s: float, post_s: float) -> VisionNPUIte
 def _padded(
     t: torch.Tensor, pad: int, value: float, dtype: torch.dtype, row_shape: tuple[int, ...]
 ) -> np.ndarray:
-    out = torch.full((t.shape[0] + pad, *row_shape), value, dtype=dtype)
+    out = torch.full((t.shape[0] + pad, *row_shape), value, dtype=dtype, device=t.device)
     out[: t.shape[0]] = t.reshape(t.shape[0], *row_shape)
-    return out.numpy()
+    return out.cpu().numpy()
 
 
 def build_qwen2_5_vision_transformer(
@@ -394,7 +437,7 @@ def build_qwen2_5_vision_transformer(
     prefix: str = "",
 ) -> nn.Module:
     """The stock tower, or the NPU tower when ``VLLM_VISION_NPU_BACKEND`` is set."""
-    backend = envs.VLLM_VISION_NPU_BACKEND
+    backend = (envs.VLLM_VISION_NPU_BACKEND or "").strip()
     kwargs: dict[str, Any] = dict(
         vision_config=vision_config,
         norm_eps=norm_eps,
