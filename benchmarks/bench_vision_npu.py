@@ -85,8 +85,8 @@ def per_patch_numpy_pre_ops(x, patch_weight, grid, cfg, specialization, theta=10
         "hidden_states": np.zeros((specialization, hidden_size), np.float32),
         "rotary_cos": np.zeros((specialization, rot), np.float32),
         "rotary_sin": np.zeros((specialization, rot), np.float32),
-        "full_attn_segments": np.full(specialization, -1, np.int64),
-        "window_attn_segments": np.full(specialization, -1, np.int64),
+        "full_attn_segments": np.full(specialization, -1, np.float32),
+        "window_attn_segments": np.full(specialization, -1, np.float32),
     }
     segment, previous = -1, None
     for slot, (key, token) in enumerate(keys):

@@ -127,28 +127,6 @@ def test_no_limits_for_the_stock_tower_or_without_a_bundle(vision_config, monkey
     assert processing.vision_npu_limits(hf_config) is None  # the tower reports it at start-up
 
 
-def test_processor_max_pixels_is_lowered_once_and_images_fit(limits, caplog):
-    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
-    from vllm.vision_npu.processing import bound_hf_processor
-
-    size = {"shortest_edge": 56 * 56, "longest_edge": 1280 * 28 * 28}
-    processor = type("Processor", (), {})()
-    processor.image_processor = Qwen2VLImageProcessor(size=size)
-    processor.video_processor = Qwen2VLVideoProcessor(size=size)
-    bound_hf_processor(processor, limits)
-    bound_hf_processor(processor, limits)  # idempotent
-    for sub in (processor.image_processor, processor.video_processor):
-        assert sub.size["longest_edge"] == limits.max_pixels
-        assert sub.size["shortest_edge"] == 56 * 56
-    from PIL import Image
-
-    image = Image.fromarray(np.zeros((1080, 1920, 3), dtype=np.uint8))
-    grid = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"]
-    t, h, w = grid[0].tolist()
-    assert h * w <= limits.max_patches
-    limits.check_grids("Image", grid)  # fits
-
-
 def test_a_request_asking_for_more_is_refused_with_the_sizes(limits):
     from vllm.vision_npu.backend import VisionNPUInputTooLargeError
 

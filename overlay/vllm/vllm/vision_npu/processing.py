@@ -110,20 +110,22 @@ def vision_npu_limits(hf_config: Any) -> VisionNPULimits | None:
         stat = os.stat(directory / MANIFEST)
     except OSError:
         return None
-    return _read_limits(str(directory), stat.st_mtime_ns, stat.st_size,
+    return _read_limits(str(directory), stat.st_mtime_ns, stat.st_size, key,
                         int(vision_config.patch_size))
 
 
 @functools.lru_cache(maxsize=16)
-def _read_limits(directory: str, mtime_ns: int, size: int, patch_size: int
+def _read_limits(directory: str, mtime_ns: int, size: int, key: str, patch_size: int
                  ) -> VisionNPULimits | None:
     from vllm.vision_npu.bundle import VisionNPUBundle
 
     try:
-        sizes = tuple(VisionNPUBundle.open(directory).sizes)
+        bundle = VisionNPUBundle.open(directory)
     except VisionNPUError:
         return None
-    return VisionNPULimits(directory, sizes, patch_size)
+    if bundle.manifest.config_key != key:  # another model's bundle: the tower refuses it
+        return None
+    return VisionNPULimits(directory, tuple(bundle.sizes), patch_size)
 
 
 def bound_hf_processor(processor: Any, limits: VisionNPULimits | None) -> Any:
