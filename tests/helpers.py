@@ -127,3 +127,98 @@ commit = "{'0' * 40}"
     if overlay:
         write_tree(root / "overlay" / "demo", overlay)
     return root
+
+
+def make_sdist(name: str, version: str, files: dict[str, str | bytes]) -> bytes:
+    """A real sdist (tar.gz, one top directory `<name>-<version>/`, a PKG-INFO) of *files*."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    members = {"PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", **files}
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for rel, data in members.items():
+            data = data.encode() if isinstance(data, str) else data
+            info = tarfile.TarInfo(f"{name}-{version}/{rel}")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def make_wheel(name: str, version: str, tag: str, files: dict[str, str | bytes]) -> tuple[str, bytes]:
+    """(file name, bytes) of a real wheel (a zip) of *files* with the tags *tag* (`py3-none-any`)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for rel, data in files.items():
+            zf.writestr(rel, data)
+        zf.writestr(f"{name}-{version}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return f"{name}-{version}-{tag}.whl", buf.getvalue()
+
+
+class PackageIndex:
+    """A package index on 127.0.0.1 speaking the simple JSON API (PEP 691), with PEP 592 yanks.
+
+    `add` a file with its bytes; the index publishes their sha256 unless told another digest
+    (`published=`, or None for none), and can serve other bytes than it publishes (`serve=`)."""
+
+    def __init__(self) -> None:
+        import hashlib
+        import http.server
+        import json
+        import threading
+
+        self.files: dict[str, list[dict]] = {}  # project -> listing entries
+        self.bytes: dict[str, bytes] = {}  # filename -> what is served
+        self.requests: list[str] = []
+        index = self
+        self._sha = lambda data: hashlib.sha256(data).hexdigest()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                index.requests.append(self.path)
+                parts = self.path.strip("/").split("/")
+                if len(parts) == 2 and parts[0] == "simple" and parts[1] in index.files:
+                    body = json.dumps({"meta": {"api-version": "1.1"}, "name": parts[1],
+                                       "files": index.files[parts[1]]}).encode()
+                    kind = "application/vnd.pypi.simple.v1+json"
+                elif len(parts) == 2 and parts[0] == "files" and parts[1] in index.bytes:
+                    body, kind = index.bytes[parts[1]], "application/octet-stream"
+                else:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    _AUTO = object()
+
+    def add(self, project: str, filename: str, data: bytes, *, yanked: bool | str = False,
+            published=_AUTO, serve: bytes | None = None) -> str:
+        """List *filename* for *project*; returns the sha256 the index publishes (or None)."""
+        sha = self._sha(data) if published is PackageIndex._AUTO else published
+        entry = {"filename": filename, "url": f"../../files/{filename}", "hashes": {"sha256": sha} if sha else {},
+                 "size": len(data), "yanked": yanked}
+        self.files.setdefault(project, []).append(entry)
+        self.bytes[filename] = data if serve is None else serve
+        return sha
+
+    def downloads(self) -> list[str]:
+        return [r.rsplit("/", 1)[-1] for r in self.requests if r.startswith("/files/")]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -72,7 +72,9 @@ def test_three_way_bases_come_from_every_pinned_release(tmp_path, run_cli):
     # with the patch's own release pinned and fetched, its blob is the 3-way base
     assert run_cli("fetch", "eng", "--version", "0.9", project=project)[0] == 0
     code, out, data = run_cli("--format", "json", "preview-upgrade", "eng", "--to", "2.0", project=project)
-    assert code == 0 and [p["status"] for p in data["report"]["patches"]] == ["3-way"], out
+    assert [p["status"] for p in data["report"]["patches"]] == ["3-way"], out
+    # it merges, but `overlay apply` (zero fuzz) would refuse it: not clean until refreshed
+    assert code == 1 and data["report"]["status"] == "needs-refresh", out
 
 
 def test_a_patch_already_upstream_is_said_so_not_failed(tmp_path, run_cli):
@@ -84,7 +86,10 @@ def test_a_patch_already_upstream_is_said_so_not_failed(tmp_path, run_cli):
     project = _project(tmp_path, up, {"1.0": "v1", "2.0": "v2"}, patch, "1.0")
     _fetch(run_cli, project, "1.0", "2.0")
     code, out, data = run_cli("--format", "json", "preview-upgrade", "eng", "--to", "2.0", project=project)
-    assert code == 0 and data["report"]["status"] == "clean", out
+    # no conflict (`overlay upgrade` drops it), but not clean either: `overlay apply` stops there
+    assert code == 1 and data["report"]["status"] == "needs-refresh", out
+    assert data["verdict"]["patches"] == [{"name": "0001-x.patch", "verdict": "already-upstream",
+                                           "details": ["m.py: hunk #1 already-applied"], "touched": True}]
     assert data["suggestions"] == ["drop 0001-x.patch: its change is already in 2.0"]
     files = data["report"]["patches"][0]["files"]
     assert [h["status"] for h in files[0]["hunks"]] == ["already-applied"]  # not "failed"

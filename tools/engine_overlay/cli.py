@@ -360,29 +360,83 @@ def _run_markers(report, check, tree: Path) -> None:
         report.status = "failed"
 
 
-@cli.command("preview-upgrade")
+@cli.command()
 @click.argument("engine")
-@click.option("--to", "to_version", required=True, help="The pinned version to move to.")
-@click.option("--from", "from_version", help="The version the series is on (default: the engine's `version`).")
-def preview_upgrade(engine, to_version, from_version) -> None:
-    """Read-only: how the series would fare on another pin, per patch and per hunk."""
-    from .report import render
-    from .upgrade import preview
+@click.argument("version")
+@click.option("--set-default", is_flag=True, help="Also make it the engine's default `version`.")
+@click.option("--pre", is_flag=True, help="Allow a pre-release (with `latest`: consider them too).")
+@click.option("--allow-yanked", is_flag=True, help="Allow a file the index has yanked (PEP 592), when named.")
+@click.option("--kind", type=click.Choice(["sdist", "wheel", "git"]),
+              help="Source kind (default: the sdist, else a wheel like the engine's; git for a git engine).")
+@click.option("--file", "filename", help="The release's file to pin (default: its sdist, else a wheel like the engine's).")
+@click.option("--index", help="The package index (default: the engine's default pin's).")
+@click.option("--url", help="git: the remote (default: the engine's git pin's).")
+@click.option("--tag-pattern", help="git: the tag name with {version} (default: from the engine's git pin, e.g. v{version}).")
+def pin(engine, version, set_default, pre, allow_yanked, kind, filename, index, url, tag_pattern) -> None:
+    """Record VERSION (or `latest`) of ENGINE in VERSIONS.toml, found and verified on the index."""
+    from .pinning import pin as do_pin
 
-    project = _project()
-    eng = project.engine(engine)
-    result = preview(eng, to_version, from_version, _marker_check(eng))
+    result = do_pin(_project(), engine, version, set_default=set_default, pre=pre, allow_yanked=allow_yanked,
+                    kind=kind, filename=filename, index=index, url=url, tag_pattern=tag_pattern)
 
     def human(console):
+        source = result.source
+        what = (f"{source['kind']} {source['file']} (sha256 {source['sha256']})" if source["kind"] != "git"
+                else f"git {source['url']} tag {source['tag']} (commit {source['commit']})")
+        if result.status == "pinned":
+            verified = ", downloaded and verified" if result.downloaded else ", verified" if result.archive else ""
+            console.print(f"pinned {result.engine} {result.version}: {what}{verified}", markup=False)
+            console.print(f"  {result.versions_file}: added [{result.engine}.pins.\"{result.version}\"]", markup=False)
+        else:
+            console.print(f"{result.engine} {result.version} is pinned already: {what}", markup=False)
+        if result.default_changed:
+            console.print(f"  default version of {result.engine} is now {result.default}", markup=False)
+        elif result.default != result.version:
+            console.print(f"  default version stays {result.default} (--set-default moves it)", markup=False)
+        for note in result.notes:
+            console.print(f"note: {note}", markup=False)
+
+    ui.emit("pin", result, human)
+
+
+@cli.command("preview-upgrade")
+@click.argument("engine")
+@click.option("--to", "to_version", required=True,
+              help="The version to move to: a pinned one, one on the index not pinned yet, or `latest`.")
+@click.option("--from", "from_version", help="The version the series is on (default: the engine's `version`).")
+@click.option("--pre", is_flag=True, help="With --to latest: consider pre-releases (and allow naming one).")
+@click.option("--format", "out_format", type=click.Choice(["human", "json", "markdown"]),
+              help="Output format; json is a stable schema, markdown a CI job summary or PR comment.")
+def preview_upgrade(engine, to_version, from_version, pre, out_format) -> None:
+    """Read-only: how the series would fare on another version, per patch and hunk; exit 0 only
+    when every patch applies at zero fuzz and every marked block is intact."""
+    from .report import preview_markdown, render
+    from .upgrade import preview
+
+    app = ui.app_context()
+    if out_format is not None:
+        app.fmt = "human" if out_format == "markdown" else out_format
+    project = _project()
+    eng = project.engine(engine)
+    result = preview(eng, to_version, from_version, _marker_check(eng), pre=pre)
+
+    def human(console):
+        for note in result.notes:
+            console.print(f"note: {note}", markup=False)
         render(result.report, console)
         for touch in result.touched:
             console.print(f"upstream-touched: {touch.patch} {touch.file} hunk #{touch.hunk}: {touch.what}",
                           markup=False)
         for suggestion in result.suggestions:
             console.print(f"suggestion: {suggestion}", markup=False)
+        for reason in result.verdict.reasons:
+            console.print(f"not clean: {reason}", markup=False)
 
-    ui.emit("preview-upgrade", result, human)
-    if result.report.status != "clean":
+    if out_format == "markdown":
+        ui.emit_text(preview_markdown(result))
+    else:
+        ui.emit("preview-upgrade", result, human)
+    if not result.verdict.ok:
         raise click.exceptions.Exit(EXIT_CHECK_FAILED)
 
 

@@ -130,9 +130,10 @@ def _line_of(text: str, needle: str) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _headers(text: str) -> dict[tuple[str, ...], int]:
-    """Table header keys -> line, however they are quoted (`["a\\u0000b".pins."1.0"]`)."""
-    found: dict[tuple[str, ...], int] = {}
+def _table_headers(text: str) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    """(1-based line, keys) of every table header, in order, however its keys are quoted
+    (`["a\\u0000b".pins."1.0"]`)."""
+    found: list[tuple[int, tuple[str, ...]]] = []
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped.startswith("[") or stripped.startswith("[["):
@@ -146,7 +147,15 @@ def _headers(text: str) -> dict[tuple[str, ...], int]:
             key = next(iter(table))
             keys.append(key)
             table = table[key]
-        found.setdefault(tuple(keys), number)
+        found.append((number, tuple(keys)))
+    return tuple(found)
+
+
+def _headers(text: str) -> dict[tuple[str, ...], int]:
+    """Table header keys -> the line of their first header."""
+    found: dict[tuple[str, ...], int] = {}
+    for number, keys in _table_headers(text):
+        found.setdefault(keys, number)
     return found
 
 
@@ -405,22 +414,93 @@ def load_project(root: Path) -> Project:
     return project
 
 
-def write_pin(path: Path, engine: str, version: str, source: dict, make_default: bool = True) -> None:
-    """Add or replace a pin (and optionally make it the default), keeping comments."""
+def _pin_values(source: dict) -> dict:
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in source.items() if value not in (None, (), [], {})}
+
+
+def pin_table_text(engine: str, version: str, source: dict) -> str:
+    """`[<engine>.pins."<version>"]` and its keys, as tomlkit writes them."""
     import tomlkit  # only when writing: keeps start-up light
 
-    doc = tomlkit.parse(path.read_text(encoding="utf-8"))
-    table = doc[engine]
-    if "pins" not in table:
-        table["pins"] = tomlkit.table(is_super_table=True)
-    pin_table = tomlkit.table()
-    for key, value in source.items():
-        if value not in (None, (), [], {}):
-            pin_table[key] = list(value) if isinstance(value, tuple) else value
-    table["pins"][version] = pin_table
+    doc = tomlkit.document()
+    outer, pins, table = tomlkit.table(is_super_table=True), tomlkit.table(is_super_table=True), tomlkit.table()
+    for key, value in _pin_values(source).items():
+        table[key] = value
+    pins[version] = table
+    outer["pins"] = pins
+    doc[engine] = outer
+    return tomlkit.dumps(doc)
+
+
+def _placed_pin(text: str, engine: str, version: str, source: dict) -> str | None:
+    """*text* with the new pin table after the engine's pin of the next lower version (or after
+    the engine's own table): the rest of the file keeps every byte. None when there is no such
+    table header to put it after (tomlkit then places it)."""
+    lines = text.splitlines(keepends=True)
+    headers = _table_headers(text)
+    try:
+        wanted = Version(version)
+    except InvalidVersion:
+        return None
+    lower = []
+    for number, keys in headers:
+        if len(keys) == 3 and keys[:2] == (engine, "pins"):
+            try:
+                if Version(keys[2]) < wanted:
+                    lower.append((Version(keys[2]), number))
+            except InvalidVersion:
+                continue
+    if lower:
+        start = max(lower)[1]
+    else:
+        start = next((number for number, keys in headers if keys == (engine,)), 0)
+        if not start:
+            return None
+    following = next((number for number, _ in headers if number > start), len(lines) + 1)
+    end = start  # 1-based: the table's last line that is not blank or a comment (those lead the next one)
+    for number in range(start + 1, following):
+        stripped = lines[number - 1].strip()
+        if stripped and not stripped.startswith("#"):
+            end = number
+    before, after = lines[:end], lines[end:]
+    if before and not before[-1].endswith("\n"):
+        before[-1] += "\n"
+    gap = "\n" if after and after[0].strip() else ""
+    return "".join(before) + "\n" + pin_table_text(engine, version, source) + gap + "".join(after)
+
+
+def write_pin(path: Path, engine: str, version: str, source: dict, make_default: bool = True) -> None:
+    """Add a pin (and optionally make it the default), keeping comments, order and every other
+    byte of the file: the table goes after the engine's pin of the next lower version. The
+    result is read back and must be the old file's data plus this pin."""
+    import copy
+
+    import tomlkit  # only when writing: keeps start-up light
+
+    text = path.read_text(encoding="utf-8")
+    expected = copy.deepcopy(tomllib.loads(text))
+    expected[engine].setdefault("pins", {})[version] = _pin_values(source)
+    new = _placed_pin(text, engine, version, source)
+    if new is None or tomllib.loads(new) != expected:
+        doc = tomlkit.parse(text)  # tomlkit's own placement: at the end of the engine's pins
+        table = doc[engine]
+        if "pins" not in table:
+            table["pins"] = tomlkit.table(is_super_table=True)
+        pin_table = tomlkit.table()
+        for key, value in _pin_values(source).items():
+            pin_table[key] = value
+        table["pins"][version] = pin_table
+        new = tomlkit.dumps(doc)
     if make_default:
-        table["version"] = version
-    atomic_write(path, tomlkit.dumps(doc))
+        doc = tomlkit.parse(new)
+        doc[engine]["version"] = version
+        new = tomlkit.dumps(doc)
+        expected[engine]["version"] = version
+    if tomllib.loads(new) != expected:  # never write a file that says something else
+        raise OverlayError(f"cannot add [{engine}.pins.\"{version}\"] without changing other settings",
+                           path=path, hint="add the table by hand")
+    atomic_write(path, new)
 
 
 def set_default_version(path: Path, engine: str, version: str) -> None:

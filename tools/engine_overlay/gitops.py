@@ -426,6 +426,29 @@ def no_repository_errors() -> tuple[type[Exception], ...]:
     return git.InvalidGitRepositoryError, git.NoSuchPathError
 
 
+def remote_tags(url: str) -> dict[str, str]:
+    """Tag name -> commit of every tag of the remote repository *url* (`git ls-remote`; an
+    annotated tag is peeled to its commit)."""
+    if url.startswith("-"):
+        raise OverlayError(f"{url!r} is not a repository URL", path="VERSIONS.toml", hint="check the pin's url")
+    proc = git_process(["ls-remote", "--tags", url], None)
+    if proc.returncode != 0:
+        raise OverlayError(f"cannot list the tags of {url}: {proc.stderr.decode(errors='replace').strip()}",
+                           path="VERSIONS.toml", hint="check the pin's url (or --url) and the network")
+    tags: dict[str, str] = {}
+    peeled: dict[str, str] = {}
+    for line in proc.stdout.decode(errors="surrogateescape").splitlines():
+        sha, _, ref = line.partition("\t")
+        if not ref.startswith("refs/tags/") or not re.fullmatch(r"[0-9a-f]{40}", sha):
+            continue
+        name = ref[len("refs/tags/"):]
+        if name.endswith("^{}"):
+            peeled[name[:-3]] = sha
+        else:
+            tags[name] = sha
+    return {name: peeled.get(name, sha) for name, sha in tags.items()}
+
+
 def gitpython_repo(path: Path, search_parent_directories: bool = False) -> git.Repo:
     """A gitpython repository whose git processes run with :func:`git_env`."""
     import git

@@ -114,3 +114,61 @@ def render(report: Report, console: Console | PlainConsole) -> None:
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {_escape(warning)}")
     console.print(f"result: [bold]{report.status}[/]")
+
+
+# -- markdown (a CI job summary, a pull-request comment) -----------------------------------------
+
+def _md(text: str) -> str:
+    """*text* for one markdown table cell: no line breaks, pipes escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    return f"`{_md(text).replace('`', chr(39))}`"
+
+
+def preview_markdown(preview) -> str:
+    """A preview-upgrade result (upgrade.Preview) as markdown: per patch applies / offset /
+    3-way / conflicts / already-upstream / skipped, per marked block intact / modified / moved /
+    lost / added, and why the new version is not clean."""
+    verdict = preview.verdict
+    lines = [f"## {_md(preview.engine)} {_md(preview.from_version)} → {_md(preview.to_version)}: "
+             f"{verdict.status}", ""]
+    for note in preview.notes:
+        lines += [f"> {_md(note)}", ""]
+    counts = verdict.counts
+    said = [f"{name} {counts[name]}" for name in ("applies", "offset", "3-way", "conflicts", "already-upstream",
+                                                  "skipped") if counts.get(name)]
+    lines += [f"Patches: {', '.join(said) or 'none'}.", ""]
+    if verdict.patches:
+        lines += ["| # | patch | verdict | details |", "|--:|---|---|---|"]
+        for number, item in enumerate(verdict.patches, 1):
+            word = item.verdict if item.verdict in ("applies", "offset", "skipped") else f"**{item.verdict}**"
+            details = list(item.details)
+            if item.touched:
+                details.append("upstream changed the code it touches: review it")
+            lines.append(f"| {number} | {_code(item.name)} | {word} | {_md('; '.join(details))} |")
+        lines.append("")
+    if verdict.blocks is None:
+        lines += [f"Marked blocks: not checked ({_md(verdict.blocks_note)}).", ""]
+    elif not verdict.blocks:
+        lines += ["Marked blocks: none in the checked files.", ""]
+    else:
+        tally = [f"{s} {sum(b.verdict == s for b in verdict.blocks)}"
+                 for s in ("intact", "modified", "moved", "lost", "added") if any(b.verdict == s for b in verdict.blocks)]
+        lines += [f"Marked blocks: {', '.join(tally)}.", "", "| block | file | verdict |", "|---|---|---|"]
+        for block in verdict.blocks:
+            word = block.verdict if block.verdict in ("intact", "added") else f"**{block.verdict}**"
+            if block.waived:
+                word += " (waived)"
+            lines.append(f"| {_code(block.block)} | {_code(block.file)} | {word} |")
+        lines.append("")
+    if verdict.reasons:
+        lines += ["Not clean:", ""] + [f"- {_md(reason)}" for reason in verdict.reasons] + [""]
+    if preview.touched:
+        lines += ["Upstream changed the code under these hunks:", ""]
+        lines += [f"- {_code(t.patch)} {_code(t.file)} hunk #{t.hunk}: {_md(t.what)}" for t in preview.touched]
+        lines.append("")
+    for suggestion in preview.suggestions:
+        lines.append(f"- suggestion: {_md(suggestion)}")
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -112,14 +112,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _index_entry(index: str, project: str, filename: str) -> dict:
-    """Find *filename* in the index's simple JSON API (PEP 691) with its digest."""
+def index_url(index: str, project: str) -> str:
+    """The project's page in the index's simple API."""
+    return f"{index.rstrip('/')}/simple/{project}/"
+
+
+def index_files(index: str, project: str) -> list[dict]:
+    """Every file the index lists for *project* (its simple JSON API, PEP 691): filename,
+    absolute url, hashes, yanked (PEP 592), size, as the index gives them."""
     import http.client
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    url = f"{index.rstrip('/')}/simple/{project}/"
+    url = index_url(index, project)
     request = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -127,13 +133,28 @@ def _index_entry(index: str, project: str, filename: str) -> dict:
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         raise OverlayError(f"cannot read the package index at {url}: {exc!r}",
                            hint="check the network or the pin's `index` in VERSIONS.toml") from exc
-    for entry in data.get("files", []):
-        if entry.get("filename") == filename:
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list):
+        raise OverlayError(f"the package index at {url} did not answer with a PEP 691 file list",
+                           hint="check the pin's `index` in VERSIONS.toml (the simple JSON API is needed)")
+    found = []
+    for entry in files:
+        if isinstance(entry, dict) and isinstance(entry.get("filename"), str) and isinstance(entry.get("url"), str):
             entry = dict(entry)
             entry["url"] = urllib.parse.urljoin(url, entry["url"])
+            if not isinstance(entry.get("hashes"), dict):
+                entry["hashes"] = {}
+            found.append(entry)
+    return found
+
+
+def _index_entry(index: str, project: str, filename: str) -> dict:
+    """Find *filename* in the index's simple JSON API (PEP 691) with its digest."""
+    for entry in index_files(index, project):
+        if entry["filename"] == filename:
             return entry
     raise OverlayError(f"{filename} is not on the index for project '{project}'", path="VERSIONS.toml",
-                       hint=f"check the pin's file name (listing: {url})")
+                       hint=f"check the pin's file name (listing: {index_url(index, project)})")
 
 
 def _download(url: str, dest: Path, expected: str, size: int | None) -> None:
@@ -178,8 +199,9 @@ def _download(url: str, dest: Path, expected: str, size: int | None) -> None:
     os.replace(part, dest)
 
 
-def ensure_archive(engine: Engine, pin: Pin) -> tuple[Path, bool]:
-    """Return the verified archive for *pin*, downloading it unless cached."""
+def ensure_archive(engine: Engine, pin: Pin, entry: dict | None = None) -> tuple[Path, bool]:
+    """Return the verified archive for *pin*, downloading it unless cached (*entry*: the
+    index's listing of the file, when the caller has read it already)."""
     source = pin.source
     dest = cache_path("downloads", source.file)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +209,8 @@ def ensure_archive(engine: Engine, pin: Pin) -> tuple[Path, bool]:
         if sha256_file(dest) == source.sha256:
             return dest, False
         dest.unlink()  # corrupt cache entry: fetch it again rather than use it
-    entry = _index_entry(source.index, engine.project, source.file)
+    if entry is None or entry.get("filename") != source.file:
+        entry = _index_entry(source.index, engine.project, source.file)
     published = entry.get("hashes", {}).get("sha256")
     if published and published != source.sha256:
         raise CheckFailed(

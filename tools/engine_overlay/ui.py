@@ -205,6 +205,11 @@ def emit(command: str, data: Any, human: Callable[[Console], None]) -> None:
         human(console())
 
 
+def emit_text(text: str) -> None:
+    """Print a ready document (markdown for a CI summary) as it is, escapes made safe."""
+    _SafeStream(sys.stdout).write(text)
+
+
 def emit_error(error: Exception, fmt: str) -> None:
     """Print one user error: JSON on stdout, or one message on stderr."""
     if fmt == "json":

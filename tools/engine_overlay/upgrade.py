@@ -33,7 +33,17 @@ from .config import Engine, Project
 from .errors import CheckFailed, OverlayError
 from .locking import TargetLock, atomic_write, read_json, write_json_atomic
 from .plan import commit_message, patch_when, plan
-from .report import ALREADY, FAILED, OK_PATCH, SKIPPED, PatchResult, Report
+from .report import (
+    ALREADY,
+    APPLIED,
+    FAILED,
+    OFFSET,
+    OK_PATCH,
+    SKIPPED,
+    THREE_WAY,
+    PatchResult,
+    Report,
+)
 from .series import Patch, parse_author, parse_patch, split_lines
 from .tree import GitTreeState
 
@@ -50,6 +60,36 @@ class UpstreamTouch:
 
 
 @dataclass
+class PatchVerdict:
+    name: str
+    verdict: str  # applies | offset | 3-way | conflicts | already-upstream | skipped
+    details: list[str] = field(default_factory=list)  # hunks that moved or fail, the skip reason
+    touched: bool = False  # upstream changed the code it touches (it may still apply)
+
+
+@dataclass
+class BlockVerdict:
+    block: str  # the block's id, else its scope
+    file: str
+    verdict: str  # intact | modified | moved | lost | added
+    waived: bool = False
+
+
+@dataclass
+class Verdict:
+    """What automation reads: ok when every patch applies at zero fuzz (offsets allowed, as
+    `overlay apply` takes them; skipped ones aside) and every marked block is intact."""
+
+    ok: bool
+    status: str  # clean | needs-refresh | blocks-changed | conflicts
+    patches: list[PatchVerdict] = field(default_factory=list)
+    blocks: list[BlockVerdict] | None = None  # None: not checked, blocks_note says why
+    blocks_note: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
 class Preview:
     engine: str
     from_version: str
@@ -57,6 +97,10 @@ class Preview:
     report: Report
     touched: list[UpstreamTouch] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
+    pinned: bool = True  # False: resolved from the index for this preview, VERSIONS.toml untouched
+    source: dict = field(default_factory=dict)  # where the new version's sources came from
+    notes: list[str] = field(default_factory=list)
+    verdict: Verdict | None = None
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -160,9 +204,15 @@ def _where_hunks_apply(content: bytes, fp) -> list[int]:
 # -- preview ------------------------------------------------------------------------------------
 
 def preview(engine: Engine, to_version: str, from_version: str | None = None,
-            marker_check=None) -> Preview:
+            marker_check=None, pre: bool = False) -> Preview:
+    """*to_version*: a pinned version, one on the index (or remote) not pinned yet, or `latest`;
+    an unpinned one is resolved and verified as `overlay pin` does, in memory and the cache."""
+    from .pinning import resolve, source_table, with_pin
+
     from_pin = engine.pin(from_version)
-    to_pin = engine.pin(to_version)
+    release = resolve(engine, to_version, pre=pre)
+    engine = with_pin(engine, release)
+    to_pin = engine.pin(release.version)
     old_repo, old_tag = _tree(engine, from_pin.version)
     new_repo, new_tag = _tree(engine, to_pin.version)
     payload = engine_payload(engine, to_pin)
@@ -179,7 +229,13 @@ def preview(engine: Engine, to_version: str, from_version: str | None = None,
                 report.markers = getattr(exc, "data", {"problems": [{"message": str(exc)}]})
         for item in report.patches:
             item.commit = None
-    result = Preview(engine.name, from_pin.version, to_pin.version, report)
+    result = Preview(engine.name, from_pin.version, to_pin.version, report, pinned=release.pinned,
+                     source=source_table(to_pin.source), notes=list(release.skipped))
+    if not release.pinned:
+        where = to_pin.source.file or f"{to_pin.source.url} tag {to_pin.source.tag}"
+        result.notes.insert(0, f"{engine.name} {to_pin.version} is not pinned in VERSIONS.toml: resolved as "
+                               f"{where} and verified for this preview only; VERSIONS.toml was not changed "
+                               f"(`overlay pin {engine.name} {to_pin.version}` records it)")
     # what upstream changed under the patches applied on the old pin today (their line numbers
     # refer to the old tree; variants written for the new pin have nothing to compare with)
     for patch, _ in engine_payload(engine, from_pin).patches:
@@ -192,10 +248,78 @@ def preview(engine: Engine, to_version: str, from_version: str | None = None,
     touched_ok = {t.patch for t in result.touched} & {p.name for p in report.patches if p.status in OK_PATCH}
     for name in sorted(touched_ok):
         report.warnings.append(f"{name} still applies, but upstream changed the code it touches: review it")
-    # a patch already upstream is no conflict: `overlay upgrade` drops it (and says why)
-    report.status = "clean" if all(p.status in OK_PATCH or p.status in (SKIPPED, ALREADY)
-                                   for p in report.patches) else "conflicts"
+    result.verdict = verdict(result)
+    report.status = result.verdict.status
     return result
+
+
+_PATCH_VERDICT = {APPLIED: "applies", OFFSET: "offset", THREE_WAY: "3-way", FAILED: "conflicts",
+                  ALREADY: "already-upstream", SKIPPED: "skipped"}
+PATCH_VERDICTS = ("applies", "offset", "3-way", "conflicts", "already-upstream", "skipped")
+BLOCK_VERDICTS = ("intact", "modified", "moved", "lost", "added")
+
+
+def _details(item: PatchResult) -> list[str]:
+    details = []
+    for fres in item.files:
+        hunks = []
+        for hunk in fres.hunks:
+            if hunk.status == "offset":
+                hunks.append(f"hunk #{hunk.index} offset {hunk.offset:+d}")
+            elif hunk.status == "failed":
+                hunks.append(f"hunk #{hunk.index} fails (patch line {hunk.line})")
+            elif hunk.status not in ("clean", "offset"):
+                hunks.append(f"hunk #{hunk.index} {hunk.status}")
+        if hunks:
+            details.append(f"{fres.path}: {', '.join(hunks)}")
+        elif fres.status == FAILED:
+            details.append(f"{fres.path}: {fres.message or 'fails'}")
+    if item.message and (item.status == SKIPPED or not details):
+        details.append(item.message)
+    return details
+
+
+def verdict(result: Preview) -> Verdict:
+    """The preview reduced to one verdict per patch and per marked block, and whether the new
+    version can be pinned as it is (`overlay apply` at zero fuzz, every block intact)."""
+    report = result.report
+    touched = {t.patch for t in result.touched}
+    patches = [PatchVerdict(item.name, _PATCH_VERDICT.get(item.status, "conflicts"), _details(item),
+                            item.name in touched) for item in report.patches]
+    counts = {name: sum(p.verdict == name for p in patches) for name in PATCH_VERDICTS}
+    reasons = []
+    for p in patches:
+        if p.verdict == "conflicts":
+            reasons.append(f"{p.name} conflicts: {'; '.join(p.details) or 'it does not apply'}")
+        elif p.verdict == "3-way":
+            reasons.append(f"{p.name} applies only by a 3-way merge: refresh it (`overlay upgrade`)")
+        elif p.verdict == "already-upstream":
+            reasons.append(f"{p.name} is already upstream: drop it (`overlay upgrade` does)")
+    blocks, blocks_note = None, ""
+    markers = report.markers
+    if markers is None:  # report.status is still the apply's own here
+        blocks_note = ("the series does not apply" if report.status != "applied"
+                       else "no marker check for this engine")
+    else:
+        blocks = [BlockVerdict(b.get("id") or b.get("qualname") or "<module>", b.get("file", ""),
+                               b.get("status", ""), bool(b.get("waived"))) for b in markers.get("blocks", [])]
+        for b in blocks:
+            counts[f"blocks_{b.verdict}"] = counts.get(f"blocks_{b.verdict}", 0) + 1
+            if b.verdict in ("modified", "moved", "lost") and not b.waived:
+                reasons.append(f"marked block {b.block} ({b.file}) is {b.verdict}")
+        for problem in markers.get("problems", []):
+            if problem.get("severity", "error") == "error":
+                reasons.append(f"marker problem: {problem.get('file')}:{problem.get('line')}: "
+                               f"{problem.get('message')}")
+    if any(p.verdict == "conflicts" for p in patches):
+        status = "conflicts"
+    elif any(r.startswith("marked block") or r.startswith("marker problem") for r in reasons):
+        status = "blocks-changed"
+    elif reasons:
+        status = "needs-refresh"
+    else:
+        status = "clean"
+    return Verdict(not reasons, status, patches, blocks, blocks_note, counts, reasons)
 
 
 # -- upgrade ------------------------------------------------------------------------------------
