@@ -86,19 +86,32 @@ def per_patch_numpy_pre_ops(x, patch_weight, grid, cfg, specialization, theta=10
         "rotary_cos": np.zeros((specialization, rot), np.float32),
         "rotary_sin": np.zeros((specialization, rot), np.float32),
         "full_attn_segments": np.full(specialization, -1, np.float32),
-        "window_attn_segments": np.full(specialization, -1, np.float32),
     }
-    segment, previous = -1, None
+    per_window = ws * ws * unit
+    n_slots = max(1, 2 * -(-specialization // per_window) - 1) * per_window
+    out["window_slots"] = np.full(n_slots, specialization, np.float32)
+    out["window_slot_segments"] = np.full(n_slots, -1, np.float32)
+    out["window_positions"] = np.full(specialization, n_slots, np.float32)
+    window_sizes: dict[tuple, int] = {}
+    for key, _ in keys:
+        window_sizes[key[:3]] = window_sizes.get(key[:3], 0) + unit
+    segment, previous, fill, chunk = -1, None, 0, 0
     for slot, (key, token) in enumerate(keys):
         if key[:3] != previous:
             segment, previous = segment + 1, key[:3]
+            if fill + window_sizes[key[:3]] > per_window:
+                chunk, fill = chunk + 1, 0
         for k in range(unit):
             dst, src = slot * unit + k, token * unit + k
             out["hidden_states"][dst] = embed[src]
             out["rotary_cos"][dst] = cos[src]
             out["rotary_sin"][dst] = sin[src]
             out["full_attn_segments"][dst] = key[0]
-            out["window_attn_segments"][dst] = segment
+            window_slot = chunk * per_window + fill
+            fill += 1
+            out["window_slots"][window_slot] = dst
+            out["window_slot_segments"][window_slot] = segment
+            out["window_positions"][dst] = window_slot
     reverse = np.empty(n // unit, np.int64)
     for slot, (_, token) in enumerate(keys):
         reverse[token] = slot
@@ -207,22 +220,57 @@ def npu_tower(cfg, state, cache: Path, **kwargs):
     return tower.eval()
 
 
-def bench_tower(repeat: int, workdir: Path) -> list[dict]:
-    import torch
+TOWER_CONFIGS = {
+    # name: (vision config overrides, bundle sizes, grid of the timed call)
+    "tiny": ({}, [64, 256, 576], [[1, 24, 24], [1, 12, 14], [1, 8, 8]]),
+    # Qwen2.5-VL-7B's vision widths (hidden 1280, 16 heads of 80, MLP 3420,
+    # out 3584), two blocks: one window block, one full-attention block.
+    "7B widths, 2 blocks": (
+        dict(depth=2, hidden_size=1280, num_heads=16, intermediate_size=3420,
+             out_hidden_size=3584, fullatt_block_indexes=[1]),
+        [1024], [[1, 24, 36]],
+    ),
+}
 
-    cfg = tiny.tiny_vision_config()
-    stock, state = tiny.build_stock_tower(cfg, seed=0)
-    cache = workdir / "tiny"
-    export_bundle(cfg, state, [64, 256, 576], cache)
-    npu = npu_tower(cfg, state, cache, backend="onnxrt", async_pipeline=False)
-    grid = [[1, 24, 24], [1, 12, 14], [1, 8, 8]]
-    x = tiny.pixel_values(grid)
-    with torch.no_grad():
-        ref, out = stock(x, grid_thw=grid), npu(x, grid_thw=grid)
-        assert torch.nn.functional.cosine_similarity(ref.flatten(), out.flatten(), dim=0) > 0.999
-        t_stock = best_time(lambda: stock(x, grid_thw=grid), repeat)
-        t_npu = best_time(lambda: npu(x, grid_thw=grid), repeat)
-    return [result("npu_tower_onnxrt_tiny", t_npu, "stock vLLM tower", t_stock)]
+
+def bench_tower(repeat: int, workdir: Path, quick: bool = False) -> list[dict]:
+    import torch
+    from vllm.vision_npu.models.qwen2_5_vl_graph import (
+        Qwen2_5_VisionGraphConfig,
+        attention_bytes_per_block,
+    )
+
+    rows = []
+    for name, (overrides, sizes, grid) in TOWER_CONFIGS.items():
+        if quick and name != "tiny":
+            continue
+        cfg = tiny.tiny_vision_config(**overrides)
+        stock, state = tiny.build_stock_tower(cfg, seed=0)
+        cache = workdir / name.replace(" ", "_").replace(",", "")
+        export_bundle(cfg, state, sizes, cache)
+        npu = npu_tower(cfg, state, cache, backend="onnxrt", async_pipeline=False)
+        x = tiny.pixel_values(grid)
+        runs = repeat if name == "tiny" else max(2, repeat // 3)
+        with torch.no_grad():
+            ref, out = stock(x, grid_thw=grid), npu(x, grid_thw=grid)
+            cosine = torch.nn.functional.cosine_similarity(
+                ref.double().flatten(), out.double().flatten(), dim=0).item()
+            assert cosine > 0.999, cosine
+            t_stock = best_time(lambda: stock(x, grid_thw=grid), runs)  # noqa: B023
+            t_npu = best_time(lambda: npu(x, grid_thw=grid), runs)  # noqa: B023
+        graph = Qwen2_5_VisionGraphConfig.from_vision_config(cfg, 1e-6)
+        n = 4352 if name != "tiny" else max(sizes)  # the seeds' 7B image: 4352 patches
+        dense = attention_bytes_per_block(n, graph, windowed=False)
+        windowed = attention_bytes_per_block(n, graph, windowed=True)
+        row = result(f"NPU tower vs stock tower ({name})", t_npu, "stock vLLM tower", t_stock)
+        row["metric"] = (
+            f"best-of-{runs} wall time, grid {grid}, cosine {cosine:.7f}; attention scores "
+            f"per window block at N={n}: {dense / 2**20:.1f} MiB dense -> "
+            f"{windowed / 2**20:.1f} MiB windowed (full blocks: {dense / 2**20:.1f} MiB)"
+        )
+        rows.append(row)
+        del stock, npu
+    return rows
 
 
 # ----------------------------------------------------------- 3. pipeline

@@ -126,10 +126,39 @@ def test_padding_cannot_leak_into_real_tokens(npu_tower):
     masked = graph.run(dirty)[OUTPUT_NAMES[0]][:tokens]
     np.testing.assert_array_equal(masked, clean)
 
-    for name in ("full_attn_segments", "window_attn_segments"):
-        dirty[name][n_real:] = dirty[name][0]  # padding joins a real segment
+    dirty["full_attn_segments"][n_real:] = dirty["full_attn_segments"][0]  # padding joins a frame
     leaked = graph.run(dirty)[OUTPUT_NAMES[0]][:tokens]
     assert np.abs(leaked - clean).max() > 1e-3
+
+
+def test_window_layout_keeps_windows_whole_and_padding_out(npu_tower):
+    """Every real token has one slot in a chunk that holds its whole window;
+    empty slots read the zero row and are masked; padding tokens have no slot.
+    Removing the window mask changes the output (so the test can fail)."""
+    from tiny_qwen2_5_vl import pixel_values
+    from vllm.vision_npu.models.qwen2_5_vl_graph import OUTPUT_NAMES, PAD_SEGMENT
+
+    grid, n_real, spec = (1, 10, 22), 220, 256  # partial windows at the right and bottom
+    prepared = npu_tower._pre_ops(0, pixel_values([list(grid)]), grid, spec)
+    feeds = prepared.feeds
+    slots, segments, positions = (feeds[k] for k in ("window_slots", "window_slot_segments",
+                                                     "window_positions"))
+    per_window = 64
+    assert slots.size % per_window == 0
+    used = positions[:n_real].astype(np.int64)
+    assert len(set(used.tolist())) == n_real
+    assert (slots[used] == np.arange(n_real)).all()
+    assert (positions[n_real:] == slots.size).all()  # padding: the zero row, no slot
+    empty = np.setdiff1d(np.arange(slots.size), used)
+    assert (slots[empty] == spec).all() and (segments[empty] == PAD_SEGMENT).all()
+    for window in np.unique(segments[used]):
+        chunk = used[segments[used] == window] // per_window
+        assert len(set(chunk.tolist())) == 1, f"window {window} straddles chunks"
+
+    graph = npu_tower._graphs[spec]
+    clean = graph.run(feeds)[OUTPUT_NAMES[0]]
+    unmasked = dict(feeds, window_slot_segments=np.where(segments == PAD_SEGMENT, 0, 0).astype(np.float32))
+    assert np.abs(graph.run(unmasked)[OUTPUT_NAMES[0]] - clean)[: n_real // 4].max() > 1e-3
 
 
 def test_result_does_not_depend_on_specialization(npu_tower):
@@ -315,7 +344,7 @@ def test_v1_bundle_with_int64_segments_is_refused(tmp_path, bundle_cache, make_n
         if entry["name"].endswith("_segments"):
             entry["dtype"] = "int64"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(VisionNPUBundleError, match=r"v1; this vLLM reads vllm-vision-npu-bundle v2") as info:
+    with pytest.raises(VisionNPUBundleError, match=r"v1; this vLLM reads vllm-vision-npu-bundle v3") as info:
         make_npu_tower(cache_dir=bundle)
     assert "python -m vllm.vision_npu.export" in str(info.value)
 
@@ -450,7 +479,7 @@ def test_exported_dtypes_are_what_the_bridges_flexmlrt_runtime_takes(npu_tower):
         s.name: (s.dtype, s.shape) for s in npu_tower.bundle.input_specs(64)
     }
     assert (feeds["full_attn_segments"][60:] == PAD_SEGMENT).all()
-    assert (feeds["window_attn_segments"][60:] == PAD_SEGMENT).all()
+    assert (feeds["window_positions"][60:] == feeds["window_slots"].size).all()
 
 
 def test_export_refuses_dtypes_the_flexmlrt_runtime_does_not_take():

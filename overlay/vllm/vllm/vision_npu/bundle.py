@@ -42,7 +42,8 @@ MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "vllm-vision-npu-bundle"
 # 2: the segment inputs are float32 (v1 bundles had int64 ones, which the
 # FlexMLRT runtime cannot take): a v1 bundle is refused, to be re-exported.
-BUNDLE_FORMAT_VERSION = 2
+# 3: window attention per chunk of windows (window_slots/_slot_segments/_positions).
+BUNDLE_FORMAT_VERSION = 3
 
 
 def default_cache_dir() -> Path:
@@ -262,9 +263,21 @@ class VisionNPUBundle:
 def _resolve_specs(
     entries: Sequence[dict[str, Any]], num_patches: int, config: dict[str, Any]
 ) -> tuple[TensorSpec, ...]:
-    """Manifest shapes use symbols: ``N`` patches, ``N/U`` merged tokens."""
+    """Manifest shapes use symbols: ``N`` patches, ``N/U`` merged tokens, ``KW``
+    window slots (see ``window_chunks`` in the graph module)."""
+    from vllm.vision_npu.models.qwen2_5_vl_graph import (
+        Qwen2_5_VisionGraphConfig,
+        window_chunks,
+        window_tokens,
+    )
+
     unit = int(config["spatial_merge_size"]) ** 2
-    symbols = {"N": num_patches, "N/U": num_patches // unit}
+    graph_config = Qwen2_5_VisionGraphConfig.from_json(config)
+    symbols = {
+        "N": num_patches,
+        "N/U": num_patches // unit,
+        "KW": window_chunks(num_patches, window_tokens(graph_config)) * window_tokens(graph_config),
+    }
     specs = []
     for entry in entries:
         shape = tuple(symbols[d] if isinstance(d, str) else int(d) for d in entry["shape"])

@@ -61,7 +61,9 @@ def _tensor_specs(config: Qwen2_5_VisionGraphConfig) -> tuple[list[dict], list[d
         {"name": "rotary_cos", "shape": ["N", d2], "dtype": "float32"},
         {"name": "rotary_sin", "shape": ["N", d2], "dtype": "float32"},
         {"name": "full_attn_segments", "shape": ["N"], "dtype": "float32"},
-        {"name": "window_attn_segments", "shape": ["N"], "dtype": "float32"},
+        {"name": "window_slots", "shape": ["KW"], "dtype": "float32"},
+        {"name": "window_slot_segments", "shape": ["KW"], "dtype": "float32"},
+        {"name": "window_positions", "shape": ["N"], "dtype": "float32"},
     ]
     outputs = [
         {"name": "vision_embeds", "shape": ["N/U", config.out_hidden_size], "dtype": "float32"}

@@ -39,6 +39,7 @@ from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VisionTransformer
 from vllm.vision_npu.backend import (
     VisionNPUBackend,
     VisionNPUBundleError,
+    VisionNPUError,
     VisionNPUGraph,
     create_vision_npu_backend,
 )
@@ -46,6 +47,7 @@ from vllm.vision_npu.bundle import VisionNPUBundle, bundle_dir_for
 from vllm.vision_npu.models.qwen2_5_vl_graph import (
     OUTPUT_NAMES,
     PAD_SEGMENT,
+    window_chunks,
     Qwen2_5_VisionGraphConfig,
     graph_weight_names,
     weights_fingerprint,
@@ -382,28 +384,74 @@ def qwen2_5_vision_pre_ops(
     else:
         hidden[:n] = torch.mm(pixels, weight.t())
 
-    # Attention masks in compact form: token i may attend to token j iff
-    # their segment ids are equal (windows for window blocks, frames for
-    # full-attention blocks); padding gets PAD_SEGMENT in both.
+    # Full-attention blocks: token i may attend to token j iff they are in the
+    # same frame; padding gets PAD_SEGMENT.
     positions = torch.arange(n, dtype=torch.int64, device=device)
-    window_segments = torch.searchsorted(
-        cu_window.to(device=device, dtype=torch.int64), positions, right=True
-    )
     full_segments = positions // (h * w)
-
     pad = specialization - n
     feeds = {
         "hidden_states": hidden.cpu().numpy(),
         "rotary_cos": _padded(cos, pad, 0.0, torch.float32, (cos.shape[-1],)),
         "rotary_sin": _padded(sin, pad, 0.0, torch.float32, (sin.shape[-1],)),
         "full_attn_segments": _padded(full_segments, pad, PAD_SEGMENT, torch.float32, ()),
-        "window_attn_segments": _padded(window_segments, pad, PAD_SEGMENT, torch.float32, ()),
+        **_window_layout(tower, cu_window, positions, specialization),
     }
     reverse = torch.empty_like(window_index)
     reverse[window_index] = torch.arange(
         window_index.numel(), dtype=window_index.dtype, device=window_index.device
     )
     return feeds, reverse
+
+
+def _window_layout(
+    tower: Qwen2_5_VisionTransformer,
+    cu_window: torch.Tensor,
+    positions: torch.Tensor,
+    specialization: int,
+) -> dict[str, np.ndarray]:
+    """Window blocks: pack the windows (consecutive in window order, ending at
+    ``cu_window``) in order into chunks of one window's worth of slots, a
+    window never straddling two chunks (see ``qwen2_5_vl_graph``)."""
+    device = positions.device
+    side = tower.window_size // tower.spatial_merge_size // tower.patch_size
+    per_window = side * side * tower.spatial_merge_unit
+    chunks = window_chunks(specialization, per_window)
+    ends = [int(e) for e in cu_window.tolist()]
+    starts, slot_starts = [], []
+    chunk = fill = previous = 0
+    for end in ends:  # one iteration per window
+        length = end - previous
+        if fill + length > per_window:
+            chunk, fill = chunk + 1, 0
+        starts.append(previous)
+        slot_starts.append(chunk * per_window + fill)
+        fill, previous = fill + length, end
+    if chunk >= chunks or previous != positions.numel():
+        raise VisionNPUError(
+            f"window layout of {positions.numel()} patches needs {chunk + 1} chunks, "
+            f"the {specialization}-patch graph has {chunks}"
+        )
+    window = torch.searchsorted(
+        torch.tensor(ends, dtype=torch.int64, device=device), positions, right=True
+    )
+    offset = torch.tensor(slot_starts, dtype=torch.int64, device=device) - torch.tensor(
+        starts, dtype=torch.int64, device=device
+    )
+    slot = positions + offset[window]
+    n_slots = chunks * per_window
+    slots = torch.full((n_slots,), float(specialization), dtype=torch.float32, device=device)
+    slots[slot] = positions.to(torch.float32)
+    slot_segments = torch.full((n_slots,), float(PAD_SEGMENT), dtype=torch.float32,
+                               device=device)
+    slot_segments[slot] = window.to(torch.float32)
+    token_slots = torch.full((specialization,), float(n_slots), dtype=torch.float32,
+                             device=device)
+    token_slots[: positions.numel()] = slot.to(torch.float32)
+    return {
+        "window_slots": slots.cpu().numpy(),
+        "window_slot_segments": slot_segments.cpu().numpy(),
+        "window_positions": token_slots.cpu().numpy(),
+    }
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
