@@ -202,6 +202,14 @@ def test_a_git_engine_pins_the_newest_matching_tag_and_its_commit(tmp_path, run_
     assert code == 0 and result["version"] == "2.0rc1" and result["source"]["tag"] == "v2.0rc1", out
     code, out, _ = run_cli("pin", "eng", "3.0", project=project)
     assert code == 2 and "has no tag v3.0" in out and "v2.0rc1, v1.1, v1.0" in out
+    # an engine whose default pin is a pre-release follows them (latest never falls back to 1.1)
+    code, out, _ = run_cli("pin", "eng", "2.0rc1", "--set-default", project=project)
+    assert code == 0, out
+    (up / "m.py").write_text("2.0rc2\n")
+    git(up, "commit", "-qam", "2.0rc2")
+    git(up, "tag", "v2.0rc2")
+    code, out, result = run_cli("--format", "json", "pin", "eng", "latest", project=project)
+    assert code == 0 and result["version"] == "2.0rc2", out
 
 
 def test_preview_of_an_unpinned_release_says_so_and_writes_nothing(tmp_path, index, run_cli):

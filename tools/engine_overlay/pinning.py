@@ -114,8 +114,12 @@ def resolve(engine: Engine, wanted: str, *, pre: bool = False, allow_yanked: boo
             kind: str | None = None, filename: str | None = None, url: str | None = None,
             tag_pattern: str | None = None, index: str | None = None) -> Release:
     """The release *wanted* (a version, or `latest`) of *engine*; a version VERSIONS.toml pins
-    already is that pin, read without asking anyone."""
+    already is that pin, read without asking anyone. Pre-releases count only with *pre*, or when
+    the engine's default pin is one itself (it follows them: `latest` never falls back to an
+    older final release)."""
     version = _wanted_version(wanted)
+    default_pin = engine.pins.get(engine.version)
+    pre = pre or (default_pin is not None and default_pin.parsed.is_prerelease)
     if version is not None:
         existing = _pinned(engine, version)
         if existing is not None:
