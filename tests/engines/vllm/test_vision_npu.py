@@ -169,7 +169,7 @@ def test_result_does_not_depend_on_specialization(npu_tower):
     outs = []
     for size in SIZES:
         prepared = npu_tower._pre_ops(0, x, grid, size)
-        out, _ = npu_tower._device_run(prepared)
+        out, _, _ = npu_tower._device_run(prepared)
         outs.append(npu_tower._post_ops(prepared, out)[0])
     for other in outs[1:]:
         torch.testing.assert_close(other, outs[0], rtol=1e-5, atol=1e-6)
@@ -211,8 +211,10 @@ def test_timing_logs_every_stage(make_npu_tower):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-    lines = [r.getMessage() for r in records if "vision_npu item" in r.getMessage()]
+    lines = [r.getMessage() for r in records if r.getMessage().startswith("vision_npu call=")]
     assert len(lines) == 2
+    assert "item=1/2" in lines[0] and "item=2/2" in lines[1]
+    assert len({line.split()[1] for line in lines}) == 1  # one call
     for stage in ("pre=", "device=", "post=", "spec=64"):
         assert all(stage in line for line in lines)
 

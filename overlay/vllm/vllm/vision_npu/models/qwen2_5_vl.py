@@ -60,7 +60,9 @@ MODEL_TYPE = "qwen2_5_vl"
 
 @dataclass
 class VisionNPUItemTiming:
-    """Per-item stage timings of one forward (seconds)."""
+    """Per-item stage timings of one forward: durations (seconds) and when the
+    pre-ops and the device run started (``time.perf_counter()``), so that
+    overlap between items can be seen."""
 
     grid_thw: tuple[int, int, int]
     num_patches: int
@@ -68,6 +70,8 @@ class VisionNPUItemTiming:
     pre_s: float = 0.0
     device_s: float = 0.0
     post_s: float = 0.0
+    pre_start: float = 0.0
+    device_start: float = 0.0
 
 
 @dataclass
@@ -79,6 +83,7 @@ class _Prepared:
     feeds: dict[str, np.ndarray]
     reverse_indices: torch.Tensor
     pre_s: float
+    pre_start: float
 
 
 def tower_graph_weights(tower: nn.Module) -> dict[str, np.ndarray]:
@@ -157,6 +162,7 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
             self._graphs[spec.num_patches] = graph
         self._pre_executor: ThreadPoolExecutor | None = None
         self.last_timings: list[VisionNPUItemTiming] = []
+        self.forward_calls = 0
         logger.info(
             "Qwen2.5-VL vision tower on %s, bundle %s, specializations (patches): %s",
             self.npu_backend.describe(),
@@ -223,13 +229,14 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
             feeds=feeds,
             reverse_indices=reverse,
             pre_s=time.perf_counter() - start,
+            pre_start=start,
         )
 
-    def _device_run(self, prepared: _Prepared) -> tuple[np.ndarray, float]:
+    def _device_run(self, prepared: _Prepared) -> tuple[np.ndarray, float, float]:
         start = time.perf_counter()
         graph = self._graphs[prepared.specialization]
         out = graph.run(prepared.feeds)[OUTPUT_NAMES[0]]
-        return out, time.perf_counter() - start
+        return out, start, time.perf_counter() - start
 
     @torch.no_grad()
     def _post_ops(self, prepared: _Prepared, out: np.ndarray) -> tuple[torch.Tensor, float]:
@@ -267,11 +274,13 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
         else:
             outputs, timings = self._run_sequential(jobs)
         self.last_timings = timings
+        self.forward_calls += 1
         if self.timing:
-            for item in timings:
+            for i, item in enumerate(timings):
                 logger.info(
-                    "vision_npu item grid=%s patches=%d spec=%d pad=%.1f%% "
+                    "vision_npu call=%d item=%d/%d grid=%s patches=%d spec=%d pad=%.1f%% "
                     "pre=%.2fms device=%.2fms post=%.2fms",
+                    self.forward_calls, i + 1, len(timings),
                     item.grid_thw, item.num_patches, item.specialization,
                     100.0 * (item.specialization - item.num_patches) / item.specialization,
                     item.pre_s * 1e3, item.device_s * 1e3, item.post_s * 1e3,
@@ -326,9 +335,9 @@ class Qwen2_5_VisionTransformerNPU(Qwen2_5_VisionTransformer):
     def _device_and_post(
         self, prepared: _Prepared
     ) -> tuple[torch.Tensor, VisionNPUItemTiming]:
-        out, device_s = self._device_run(prepared)
+        out, device_start, device_s = self._device_run(prepared)
         embeds, post_s = self._post_ops(prepared, out)
-        return embeds, _timing(prepared, device_s, post_s)
+        return embeds, _timing(prepared, device_start, device_s, post_s)
 
     def _run_pipelined(
         self, jobs: Sequence[tuple[int, torch.Tensor, tuple[int, int, int], int]]
@@ -458,7 +467,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _timing(prepared: _Prepared, device_s: float, post_s: float) -> VisionNPUItemTiming:
+def _timing(
+    prepared: _Prepared, device_start: float, device_s: float, post_s: float
+) -> VisionNPUItemTiming:
     return VisionNPUItemTiming(
         grid_thw=prepared.grid_thw,
         num_patches=prepared.num_patches,
@@ -466,6 +477,8 @@ def _timing(prepared: _Prepared, device_s: float, post_s: float) -> VisionNPUIte
         pre_s=prepared.pre_s,
         device_s=device_s,
         post_s=post_s,
+        pre_start=prepared.pre_start,
+        device_start=device_start,
     )
 
 
