@@ -149,6 +149,13 @@ def test_a_tampered_file_is_refused_and_nothing_written(tmp_path, index, run_cli
     index.add("eng", "eng-1.2.tar.gz", make_sdist("eng", "1.2", {"eng/m.py": RELEASES["1.1"]}), published=None)
     code, out, _ = run_cli("pin", "eng", "1.2", project=project)
     assert code == 2 and "publishes no sha256 for eng-1.2.tar.gz" in out
+    # nor one whose listing points at a local file instead of serving it
+    local = tmp_path / "local.tar.gz"
+    local.write_bytes(real)
+    index.files["eng"].append({"filename": "eng-1.4.tar.gz", "url": local.as_uri(),
+                               "hashes": {"sha256": hashlib.sha256(real).hexdigest()}})
+    code, out, _ = run_cli("pin", "eng", "1.4", project=project)
+    assert code == 2 and "has no release 1.4" in out
 
 
 def test_a_wheel_engine_pins_the_wheel_with_its_tags(tmp_path, index, run_cli):

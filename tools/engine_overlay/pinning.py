@@ -211,9 +211,10 @@ def _choose(files: list[_File], kind: str | None, filename: str | None,
 
 def _index_release(engine: Engine, version: Version | None, pre: bool, allow_yanked: bool, kind: str | None,
                    filename: str | None, index: str | None) -> Release:
-    template = _template(engine, kind) if kind else _template(engine)
-    index = index or (template.source.index if template is not None and template.source.kind != "git"
-                      else DEFAULT_INDEX)
+    template = _template(engine)  # the index of the default pin, else of any index pin
+    if template is None or template.source.kind == "git":
+        template = next((p for p in engine.pins.values() if p.source.kind != "git"), None)
+    index = index or (template.source.index if template is not None else DEFAULT_INDEX)
     listing = [f for f in (_parse(e, engine.project) for e in sources.index_files(index, engine.project)) if f]
     releases: dict[Version, list[_File]] = {}
     for item in listing:

@@ -138,10 +138,13 @@ def index_files(index: str, project: str) -> list[dict]:
         raise OverlayError(f"the package index at {url} did not answer with a PEP 691 file list",
                            hint="check the pin's `index` in VERSIONS.toml (the simple JSON API is needed)")
     found = []
+    schemes = {"http", "https", urllib.parse.urlsplit(url).scheme}  # a listing may not point at local files
     for entry in files:
         if isinstance(entry, dict) and isinstance(entry.get("filename"), str) and isinstance(entry.get("url"), str):
             entry = dict(entry)
             entry["url"] = urllib.parse.urljoin(url, entry["url"])
+            if urllib.parse.urlsplit(entry["url"]).scheme not in schemes:
+                continue
             if not isinstance(entry.get("hashes"), dict):
                 entry["hashes"] = {}
             found.append(entry)
