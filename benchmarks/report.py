@@ -35,7 +35,7 @@ def extra_args(name: str, quick: bool) -> list[str]:
         return ["--tree", _vllm_tree()]
     if quick and name in ("bench_apply", "bench_preview"):
         return ["--repeats", "3"]
-    if quick and name == "bench_vision_npu":
+    if quick and name in ("bench_vision_npu", "bench_scale"):
         return ["--quick"]
     return []
 
