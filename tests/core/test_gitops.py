@@ -138,3 +138,28 @@ def test_only_gitops_starts_git_or_imports_gitpython():
                     and node.elts[0].value == "git"):  # ["git", ...]: a command line
                 offenders.append(f"{path.name}:{node.lineno} builds a git command line")
     assert offenders == []
+
+
+def test_read_paths_at_reads_files_and_links_of_a_commit_in_one_process(tmp_path: Path, monkeypatch) -> None:
+    names = {"a.py": "a = 1\n", "dir/b c.py": "b\n", "dir/ü.py": "u\n", "dir/deeper/x\ny.py": "nl\n",
+             "other/z.py": "z\n"}
+    root = make_repo(tmp_path / "repo", names)
+    (root / "link.py").symlink_to("a.py")
+    git(root, "add", "link.py")
+    git(root, "commit", "-qm", "link")
+    head = git(root, "rev-parse", "HEAD").strip()
+    for name in names:
+        (root / name).write_text("changed since\n")  # read from the commit, not the work tree
+    repo = gitops.open_repo(root)
+    started = []
+    real = gitops.subprocess.Popen
+    monkeypatch.setattr(gitops.subprocess, "Popen", lambda *a, **k: started.append(a[0]) or real(*a, **k))
+    asked = [*names, "link.py", "missing.py", "dir", "a.py/x", "dir/deeper/none.py"]
+    found = gitops.read_paths_at(repo, head, asked)
+    assert {path: data for path, (_oid, data) in found.items()} == {
+        **{name: text.encode() for name, text in names.items()}, "link.py": b"a.py"}
+    assert len(started) == 1 and started[0][:3] == ["git", "cat-file", "--batch"]
+    oid = found["a.py"][0]
+    assert oid == git(root, "rev-parse", "HEAD:a.py").strip()
+    again = gitops.read_paths_at(repo, head, ["a.py", "other/z.py"], {oid})
+    assert again == {"a.py": (oid, None), "other/z.py": found["other/z.py"]}  # a blob the caller has

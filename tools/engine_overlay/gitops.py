@@ -588,3 +588,48 @@ class ObjectReader:
                     pass
             self._proc.wait()
             self._proc = None
+
+
+def read_paths_at(repo, commit: str, paths: list[str], have: set[str] | frozenset = frozenset()
+                  ) -> dict[str, tuple[str, bytes | None]]:
+    """(blob id, bytes) of each of *paths* (from the top of the work tree) that is a file or a
+    symlink in *commit* (what `git grep` reads there), from one `git cat-file --batch`: the trees
+    on their way, one level at a time, then the blobs, each request pipelined (no process per
+    file, no object read that the paths do not lead to). A blob whose id is in *have* (the
+    caller holds its bytes) is not read: its bytes are None."""
+    reader = ObjectReader(repo)
+    entry = _TREE_ENTRY[32 if len(commit) == 64 else 20]
+    try:
+        head = reader.read_many([commit]).get(commit)
+        tree = re.match(rb"tree ([0-9a-f]+)\n", head[1]) if head and head[0] == "commit" else None
+        if tree is None:
+            raise GitFailed(["cat-file", "--batch"], 1, f"{commit} is not a commit", repo.working_tree_dir)
+        parts = {p: p.encode("utf-8", "surrogateescape").split(b"/") for p in dict.fromkeys(paths) if p}
+        trees = {(): tree.group(1).decode()}  # directory (its components) -> tree id
+        listed: dict[tuple, dict[bytes, tuple[bytes, bytes]]] = {}  # directory -> name -> (mode, id)
+        level = [()]
+        while level:
+            found = reader.read_many(sorted({trees[d] for d in level}))
+            for d in level:
+                obj = found.get(trees[d])
+                listed[d] = ({name: (mode, oid) for mode, name, oid in entry.findall(obj[1])}
+                             if obj and obj[0] == "tree" else {})
+            below = {}
+            for names in parts.values():
+                if len(names) > len(level[0]) + 1:
+                    d, sub = tuple(names[:len(level[0])]), tuple(names[:len(level[0]) + 1])
+                    hit = listed.get(d, {}).get(names[len(level[0])])
+                    if hit and hit[0] == b"40000":
+                        trees[sub] = hit[1].hex()
+                        below[sub] = None
+            level = list(below)
+        blobs = {}
+        for path, names in parts.items():
+            hit = listed.get(tuple(names[:-1]), {}).get(names[-1])
+            if hit and (hit[0].startswith(b"100") or hit[0] == b"120000"):
+                blobs[path] = hit[1].hex()
+        found = reader.read_many(sorted(set(blobs.values()) - set(have)))
+        return {path: (oid, None if oid in have else found[oid][1]) for path, oid in blobs.items()
+                if oid in have or found.get(oid, ("",))[0] == "blob"}
+    finally:
+        reader.close()

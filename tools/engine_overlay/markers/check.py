@@ -6,10 +6,11 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from .baseline import load_baseline
+from .baseline import Revision, resolve_rev, snapshot_at_rev
 from .compare import compare
 from .grammar import MarkerConfig
 from .report import MarkerReport
+from .scancache import ScanCache
 from .snapshot import Snapshot, read_snapshot, take_snapshot
 from .waivers import apply_waivers, load_waivers
 
@@ -32,14 +33,20 @@ def check_markers(
     so the check reads the tree the way the snapshot was taken.
     """
     baseline: Snapshot | None = None
-    if against is not None:
-        if isinstance(against, Path):
-            baseline = read_snapshot(against)
-        else:
-            baseline = load_baseline(against, root, paths, config)
+    rev: Revision | None = None
+    if isinstance(against, Path) or (against is not None and Path(against).is_file()):
+        baseline = read_snapshot(Path(against))
         config = config or baseline.config
+    elif against is not None:
+        rev = resolve_rev(root, against)  # a wrong revision is refused before the tree is read
     config = config or MarkerConfig()
-    current = take_snapshot(root, paths, config, use_rg=use_rg)
+    cache = ScanCache(config)  # a file unchanged since the baseline (or since any run) is parsed once
+    try:
+        current = take_snapshot(root, paths, config, use_rg=use_rg, cache=cache)
+        if rev is not None:
+            baseline = snapshot_at_rev(root, rev, paths, config, current=current, cache=cache)
+    finally:
+        cache.close()
     report = MarkerReport(problems=list(current.problems), against=None if against is None else str(against),
                           blocks_found=len(current.blocks))
     if baseline is None:

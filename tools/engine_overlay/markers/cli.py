@@ -13,6 +13,7 @@ import click
 from .. import ui
 from .check import check_markers
 from .grammar import DEFAULT_GLOBS, DEFAULT_INLINE_TAGS, DEFAULT_TAGS, MarkerConfig
+from .scancache import ScanCache
 from .snapshot import take_snapshot
 from .transplant import TransplantReport, transplant
 
@@ -51,7 +52,11 @@ def markers_group() -> None:
 def snapshot_cmd(paths, root, output, tags, inline_tags, globs) -> None:
     """Record every marked block under ROOT (or PATHS) into a snapshot file."""
     config = build_config(tags, inline_tags, globs) or MarkerConfig()
-    snap = take_snapshot(root, list(paths) or None, config)
+    cache = ScanCache(config)  # a check right after reads the scans from here
+    try:
+        snap = take_snapshot(root, list(paths) or None, config, cache=cache)
+    finally:
+        cache.close()
     snap.write(output)
     errors = [p for p in snap.problems if p.severity == "error"]
     data = {"ok": not errors, "output": str(output), "blocks": len(snap.blocks), "files": len({b.file for b in snap.blocks}),

@@ -92,11 +92,11 @@ def _anchored(a: Block, b: Block) -> bool:
 def renamed_files(baseline: Snapshot, current: Snapshot) -> dict[str, str]:
     """Baseline files that were renamed: gone from the current tree, while a file that held no
     marked block before now holds blocks of the same scopes and bodies (the most such blocks)."""
-    if not current.files:  # no listing of the current tree: nothing can be said to be gone
+    if not current.listed():  # no listing of the current tree: nothing can be said to be gone
         return {}
-    present = set(current.files)
     before = {b.file for b in baseline.blocks}
-    gone = before - present
+    marked_now = {c.file for c in current.blocks}  # files holding a block are there
+    gone = {rel for rel in before - marked_now if not current.holds(rel)}
     if not gone:
         return {}
     keys: dict[tuple, Counter] = defaultdict(Counter)  # (qualname, hash) -> new files holding it

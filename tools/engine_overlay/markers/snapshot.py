@@ -16,15 +16,16 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import OverlayError
 from ..locking import atomic_write
-from ..paths import check_relpath, safe_join
+from ..paths import check_relpath, read_below, safe_join
 from .grammar import Event, Grammar, MarkerConfig, Problem, comment_start, pair_fences, scan_events
+from .scancache import ScanCache, text_key
 
 SNAPSHOT_FORMAT = "engine-overlay-markers"
 SNAPSHOT_VERSION = 1
@@ -70,8 +71,42 @@ class Snapshot:
     problems: list[Problem] = field(default_factory=list)
     # Not serialised: where the snapshot was taken, for the compare step's searches.
     root: Path | None = field(default=None, repr=False, compare=False)
-    files: list[str] = field(default_factory=list, repr=False, compare=False)
-    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)  # the scanned texts
+    raw: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)  # their bytes, as read
+    # the tree's listing on first use, and whether one file is in it without listing the tree
+    lister: Callable[[], list[str]] | None = field(default=None, repr=False, compare=False)
+    member: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._files: list[str] | None = None
+        self._present: set[str] | None = None
+
+    @property
+    def files(self) -> list[str]:
+        """Every file of the scanned tree matching the globs (not only those with markers), listed
+        on first use: a check that does not search the tree for lost code never walks it."""
+        if self._files is None:
+            self._files = self.lister() if self.lister is not None else []
+        return self._files
+
+    @files.setter
+    def files(self, value: list[str]) -> None:
+        self._files, self._present = list(value), None
+
+    def list_lazily(self, lister: Callable[[], list[str]], member: Callable[[str], bool]) -> None:
+        self.lister, self.member, self._files, self._present = lister, member, None, None
+
+    def listed(self) -> bool:
+        """Whether there is a listing of the scanned tree (not for a snapshot read from a file)."""
+        return self.lister is not None or bool(self.files)
+
+    def holds(self, rel: str) -> bool:
+        """``rel in self.files``, decided for one file without listing the whole tree."""
+        if self._files is None and self.member is not None:
+            return self.member(rel)
+        if self._present is None:
+            self._present = set(self.files)
+        return rel in self._present
 
     def read_source(self, rel: str) -> str | None:
         """Text of a scanned file, from memory or from the root it was taken in."""
@@ -120,16 +155,40 @@ def _fits(value: Any, kind: Any) -> bool:
     return isinstance(value, kind) and (kind is not int or not isinstance(value, bool))
 
 
+def _checker(kind: Any) -> Callable[[Any], bool]:
+    """:func:`_fits` for one *kind*, decided once: a snapshot holds thousands of entries."""
+    if isinstance(kind, tuple):
+        options = [_checker(k) for k in kind]
+        return lambda value: any(f(value) for f in options)
+    if kind == [str]:
+        return lambda value: isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if isinstance(kind, list):
+        item = _checker(kind[0])
+        return lambda value: isinstance(value, list) and all(map(item, value))
+    if kind is None:
+        return lambda value: value is None
+    if kind is int:
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
+    return lambda value: isinstance(value, kind)
+
+
+_CHECKS: dict[int, tuple[frozenset[str], dict[str, Callable[[Any], bool]]]] = {}
+
+
 def _entry(cls, data: Any, types: dict[str, Any], what: str) -> dict[str, Any]:
     """*data* checked against *types* and *cls*'s required fields; TypeError names *what*."""
     if not isinstance(data, dict):
         raise TypeError(f"{what} is not an object")
-    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    if id(types) not in _CHECKS:
+        _CHECKS[id(types)] = (frozenset(f.name for f in fields(cls) if f.default is MISSING
+                                        and f.default_factory is MISSING),
+                              {key: _checker(kind) for key, kind in types.items()})
+    required, checks = _CHECKS[id(types)]
+    if data.keys() <= checks.keys() and required <= data.keys() and all(checks[k](v) for k, v in data.items()):
+        return data
     bad = sorted(set(data) - set(types)) + sorted(required - set(data))
     bad += [k for k, v in data.items() if k in types and not _fits(v, types[k])]
-    if bad:
-        raise TypeError(f"{what}: field {bad[0]!r} is unknown, missing or of the wrong type")
-    return data
+    raise TypeError(f"{what}: field {bad[0]!r} is unknown, missing or of the wrong type")
 
 
 def _named(rel: str, what: str) -> str:
@@ -473,41 +532,119 @@ def _python_filter(root: str, files: list[str], needles: tuple[bytes, ...]) -> s
     return hits
 
 
+def _rg_walk(root: str, config: MarkerConfig) -> set[str] | None:
+    """The files ``list_files(root, None, config)`` lists that contain a needle, from one ripgrep
+    run that walks the tree itself (None: no rg, or it failed; then list and filter as before).
+
+    rg walks as :func:`list_files` does (hidden files, no ignore files, symlinks not followed,
+    SKIP_DIRS left out); globs other than ``*.ext`` are not handed to rg (its glob syntax is not
+    fnmatch's): rg then reads every file, and each hit is checked with the configured globs."""
+    rg = find_rg()
+    if rg is None:
+        return None
+    args = [rg, "--no-config", "--files-with-matches", "--null", "--fixed-strings", "--text",
+            "--no-ignore", "--hidden", "--encoding", "none", "--no-messages"]
+    for n in config.needles():
+        args += ["-e", n.decode()]
+    if all(_suffix_glob(g) for g in config.globs):
+        for g in config.globs:
+            args += ["--glob", g]
+    for name in sorted(SKIP_DIRS):
+        args += ["--glob", f"!{name}/"]  # a trailing slash: directories of that name only
+    try:
+        proc = subprocess.run(args, cwd=root, capture_output=True)
+    except OSError:
+        return None
+    if proc.returncode not in (0, 1):  # 2: some file could not be read; the slow path says which
+        return None
+    match = _glob_matcher(config.globs)
+    hits: set[str] = set()
+    for raw in proc.stdout.split(b"\0"):
+        rel = raw.decode("utf-8", "surrogateescape").removeprefix("./")
+        if rel and match(rel) and not any(part in SKIP_DIRS for part in rel.split("/")[:-1]):
+            hits.add(rel)
+    return hits
+
+
+def _suffix_glob(glob: str) -> bool:
+    return glob.startswith("*") and len(glob) > 1 and not any(c in glob[1:] for c in "*?[]{}!\\/")
+
+
 def take_snapshot(
     root: Path, paths: list[str] | None = None, config: MarkerConfig | None = None,
-    *, use_rg: bool | None = None,
+    *, use_rg: bool | None = None, cache: ScanCache | None = None,
 ) -> Snapshot:
     """Record every marked block under *root*.
 
     Files are pre-filtered by a bytes search for the tag words (ripgrep when
     installed and *use_rg* is not False, else Python), so only the few files
-    that hold markers are split into lines and parsed with ``ast``.
+    that hold markers are split into lines and parsed with ``ast``; with a
+    *cache*, only those whose text it has not seen. Over the whole root, rg
+    walks the tree itself and the full listing is made only when asked for.
     """
     config = config or MarkerConfig()
     root = Path(root)
     if not root.is_dir():
         raise OverlayError("root is not a directory", path=root, hint="pass --root DIR")
-    files = list_files(root, paths, config)
     root_s = os.path.abspath(root)
     needles = config.needles()
-    hits = _rg_filter(root_s, files, needles) if use_rg is not False else None
+    hits = _rg_walk(root_s, config) if use_rg is not False and not paths else None
+    files: list[str] | None = None
     if hits is None:
-        hits = _python_filter(root_s, files, needles)
-    texts = {}
-    for rel in sorted(hits):
-        texts[rel] = safe_join(root, rel).read_bytes().decode("utf-8", "replace")
-    snap = snapshot_from_texts(texts, config)
-    snap.root, snap.files = root, files
+        files = list_files(root, paths, config)
+        hits = _rg_filter(root_s, files, needles) if use_rg is not False else None
+        if hits is None:
+            hits = _python_filter(root_s, files, needles)
+    raw = read_below(root, sorted(hits))
+    snap = snapshot_from_texts({rel: data.decode("utf-8", "replace") for rel, data in raw.items()}, config, cache)
+    snap.root, snap.raw = root, raw
+    if files is None:
+        snap.list_lazily(lambda: list_files(root, None, config), lambda rel: _listed(root_s, rel, config))
+    else:
+        snap.files = files
     return snap
 
 
-def snapshot_from_texts(texts: dict[str, str], config: MarkerConfig) -> Snapshot:
-    """A snapshot of in-memory files (name → text): for git revisions and transplant."""
+def _listed(root: str, rel: str, config: MarkerConfig) -> bool:
+    """Whether ``list_files(root, None, config)`` lists *rel*: decided as its walk decides, but only
+    along *rel*'s own directories."""
+    parts = rel.split("/")
+    here = root
+    for depth, name in enumerate(parts, 1):
+        try:
+            with os.scandir(here) as it:
+                entry = next((e for e in it if e.name == name), None)
+        except OSError:
+            return False
+        if entry is None:
+            return False
+        if entry.is_dir(follow_symlinks=False):
+            if depth == len(parts) or name in SKIP_DIRS:
+                return False
+            here = entry.path
+        else:
+            return depth == len(parts) and _glob_matcher(config.globs)(rel) and entry.is_file(follow_symlinks=False)
+    return False
+
+
+def snapshot_from_texts(texts: dict[str, str], config: MarkerConfig, cache: ScanCache | None = None) -> Snapshot:
+    """A snapshot of in-memory files (name → text): for git revisions and transplant.
+    With a *cache*, a text it holds a scan of is not scanned again (the same result)."""
     grammar = Grammar.compile(config)
     blocks: list[Block] = []
     problems: list[Problem] = []
-    for rel in sorted(texts):
-        b, p = scan_text(texts[rel], rel, config, grammar)
-        blocks.extend(b)
-        problems.extend(p)
-    return Snapshot(config, blocks, problems, files=sorted(texts), sources=dict(texts))
+    names = sorted(texts)
+    keys = [text_key(texts[rel]) for rel in names] if cache is not None else []
+    if cache is not None:
+        cache.load(keys)
+    for n, rel in enumerate(names):
+        found = cache.get(keys[n], rel) if cache is not None else None
+        if found is None:
+            found = scan_text(texts[rel], rel, config, grammar)
+            if cache is not None:
+                cache.put(keys[n], *found)
+        blocks.extend(found[0])
+        problems.extend(found[1])
+    snap = Snapshot(config, blocks, problems, sources=dict(texts))
+    snap.files = names
+    return snap
