@@ -3,6 +3,7 @@ what it reports about branches and objects (the apply path relies on these)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,36 @@ def test_read_paths_at_reads_files_and_links_of_a_commit_in_one_process(tmp_path
     assert oid == git(root, "rev-parse", "HEAD:a.py").strip()
     again = gitops.read_paths_at(repo, head, ["a.py", "other/z.py"], {oid})
     assert again == {"a.py": (oid, None), "other/z.py": found["other/z.py"]}  # a blob the caller has
+
+
+def test_switch_branch_moves_head_and_files_like_checkout(tmp_path: Path, monkeypatch) -> None:
+    root = make_repo(tmp_path / "repo", {"a.py": "a = 1\n", "gone.py": "g\n", "same.py": "s\n"})
+    git(root, "checkout", "-q", "-b", "next")
+    (root / "a.py").write_text("a = 2\n")
+    (root / "gone.py").unlink()
+    (root / "new" / "n.py").parent.mkdir()
+    (root / "new" / "n.py").write_text("n\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "next")
+    git(root, "checkout", "-q", "main")
+    repo = gitops.open_repo(root)
+    commands = []
+    real = gitops._proc
+    monkeypatch.setattr(gitops, "_proc", lambda repo, args, input=None: commands.append(args[0]) or real(repo, args, input))
+    gitops.switch_branch(repo, "next")
+    assert "checkout" not in commands and "read-tree" in commands  # no second refresh of every file
+    assert gitops.current_branch(repo) == "next" and git(root, "status", "--porcelain") == ""
+    assert (root / "a.py").read_text() == "a = 2\n" and not (root / "gone.py").exists()
+    assert (root / "new" / "n.py").read_text() == "n\n"
+    assert git(root, "reflog", "-1", "--format=%gs", "HEAD").strip() == "checkout: moving from main to next"
+    assert git(root, "rev-parse", "--abbrev-ref", "@{-1}").strip() == "main"  # `git checkout -` works
+
+    # stale stat data for a file the switch rewrites (touched, same content): read-tree would
+    # refuse it ("not uptodate") and writes nothing; checkout refreshes the entry and switches
+    git(root, "checkout", "-q", "main")
+    os.utime(root / "a.py", (1, 1))
+    commands.clear()
+    gitops.switch_branch(repo, "next")
+    assert commands[:2] == ["read-tree", "checkout"]
+    assert gitops.current_branch(repo) == "next" and (root / "a.py").read_text() == "a = 2\n"
+    assert git(root, "status", "--porcelain") == ""

@@ -110,7 +110,7 @@ def test_a_checkout_that_could_not_write_is_detected_and_restored(tmp_path, upst
 
     def checkout(repo, args, input=None):
         proc = real(repo, args, input)
-        if args[:1] == ["checkout"] and "-f" not in args and proc.returncode == 0:
+        if args[:1] in (["checkout"], ["read-tree"]) and "-f" not in args and proc.returncode == 0:  # the switch
             if failure == "warning":
                 (upstream / "pkg/b.py").write_text(BASE["pkg/b.py"])
                 proc.stderr = b"warning: unable to unlink 'pkg/b.py': Permission denied\n"

@@ -315,7 +315,7 @@ def apply_git(repo: Repo, payload: Payload, opts: ApplyOptions, target_kind: str
                     gitops.run(repo, "checkout", "-q", "--detach")  # same commit: no file changes
             shas = gitops.fast_import(repo, f"refs/heads/{branch}", head, _specs(result))
             write_json_atomic(journal_path(repo), {**entry, "phase": "checkout"})
-            gitops.switch_to(repo, branch)
+            gitops.switch_branch(repo, branch)
             _verify_checkout(repo, branch, result)
         except (gitops.GitFailed, OSError) as exc:
             cause = _describe(exc)

@@ -633,3 +633,21 @@ def read_paths_at(repo, commit: str, paths: list[str], have: set[str] | frozense
                 if oid in have or found.get(oid, ("",))[0] == "blob"}
     finally:
         reader.close()
+
+
+def switch_branch(repo, branch: str) -> None:
+    """:func:`switch_to` *branch* from a clean checkout, with the work of a two-tree `git read-tree
+    -m -u HEAD branch`: the entries that differ are checked and written, and HEAD is moved with a
+    reflog entry as `git checkout` writes it. `git checkout` first refreshes every index entry
+    (an lstat of every file of the tree, just after the caller's `git status` did the same).
+    When read-tree refuses (an entry whose stat data is stale, which it does not refresh: it then
+    writes nothing), `git checkout` does the switch."""
+    proc = _proc(repo, ["read-tree", "-m", "-u", "HEAD", f"refs/heads/{branch}"])
+    if proc.returncode != 0:
+        return switch_to(repo, branch)
+    complaints = [line for line in proc.stderr.decode(errors="replace").splitlines()
+                  if line.startswith(("error:", "fatal:", "warning: unable"))]
+    if complaints:
+        raise GitFailed(["read-tree", branch], 0, "\n".join(complaints), repo.working_tree_dir)
+    old = current_branch(repo) or head_sha(repo)
+    run(repo, "symbolic-ref", "-m", f"checkout: moving from {old} to {branch}", "HEAD", f"refs/heads/{branch}")
