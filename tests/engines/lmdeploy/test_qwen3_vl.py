@@ -1,46 +1,35 @@
-"""Qwen3-VL on TurboMind with the vision encoder in PyTorch (patches/lmdeploy).
+"""Qwen3-VL's vision encoder in PyTorch for TurboMind (patches/lmdeploy 0003):
+the vision tower loaded alone from the checkpoint, its forward and the mRoPE
+metadata checked against transformers on tiny random checkpoints built here.
+Pure Python/torch: nothing of TurboMind's compiled library is needed.
 
-Runs on the CPU against tiny random checkpoints built here; TurboMind itself
-(CUDA) is not run: where its Python module must be imported, a stand-in for
-the compiled library is installed in a subprocess (see FAKE_TM).
+Names the series adds are imported inside the tests, so that against a wheel
+without the series each test fails on its own.
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("lmdeploy")
-pytest.importorskip("lmdeploy.turbomind.mrope", reason="lmdeploy without the engine-overlay series")
-
-from lmdeploy.archs import get_task  # noqa: E402
-from lmdeploy.messages import TurbomindEngineConfig  # noqa: E402
-from lmdeploy.turbomind.mrope import (  # noqa: E402
-    mrope_position_ids,
-    pack_mrope_inputs,
-    text_only_mrope_inputs,
-    vision_segments,
-)
-from lmdeploy.turbomind.supported_models import SUPPORTED_ARCHS, is_supported  # noqa: E402
-from lmdeploy.vl.constants import Modality  # noqa: E402
-from lmdeploy.vl.model.base import VISION_MODELS  # noqa: E402
-from lmdeploy.vl.model.qwen3 import Qwen3VLModel, load_vision_state_dict  # noqa: E402
-from tiny_qwen3_vl import (  # noqa: E402
+import torch
+from tiny_qwen3_vl import (
     IMAGE_TOKEN_ID,
     VIDEO_TOKEN_ID,
     VISION_END_ID,
     VISION_START_ID,
     n_tokens,
     pixels,
-    save_tiny_model,
 )
 
+DROP_DEEPSTACK = "LMDEPLOY_QWEN3_VL_DROP_DEEPSTACK"
 
-@pytest.fixture(scope="module", params=[False, True], ids=["dense", "moe"])
-def checkpoint(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp("moe" if request.param else "dense")
-    model = save_tiny_model(path, moe=request.param)
+
+@pytest.fixture(scope="module", params=["dense", "moe"])
+def checkpoint(request, dense, moe_checkpoints):
+    if request.param == "dense":
+        return dense
+    path, model, _, _ = moe_checkpoints["moe16-out_in"]
     return path, model
 
 
@@ -48,17 +37,18 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0).item()
 
 
-def encoder(path) -> Qwen3VLModel:
-    vm = Qwen3VLModel(str(path), backend="turbomind", hf_config=tiny_config_of(path))
-    vm.image_token_id, vm.video_token_id = IMAGE_TOKEN_ID, VIDEO_TOKEN_ID  # set by build_preprocessor
-    vm.build_model()
-    return vm
-
-
-def tiny_config_of(path):
+def encoder(path, monkeypatch):
+    """The TurboMind-side vision encoder as ImageEncoder builds it. The tiny
+    checkpoints have deepstack layers, which TurboMind cannot take: building
+    it needs the explicit opt-in (see test_turbomind.py for the refusal)."""
+    from lmdeploy.vl.model.qwen3 import Qwen3VLModel
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(path)
+    monkeypatch.setenv(DROP_DEEPSTACK, "1")
+    vm = Qwen3VLModel(str(path), backend="turbomind", hf_config=AutoConfig.from_pretrained(path))
+    vm.build_preprocessor()
+    vm.build_model()
+    return vm
 
 
 # --------------------------------------------------------------------------
@@ -66,6 +56,8 @@ def tiny_config_of(path):
 # --------------------------------------------------------------------------
 
 def test_qwen3_vl_architectures_route_to_turbomind(checkpoint):
+    from lmdeploy.turbomind.supported_models import SUPPORTED_ARCHS, is_supported
+
     path, model = checkpoint
     arch = model.config.architectures[0]
     assert SUPPORTED_ARCHS[arch] == ("qwen3_vl-moe" if "Moe" in arch else "qwen3_vl")
@@ -73,8 +65,12 @@ def test_qwen3_vl_architectures_route_to_turbomind(checkpoint):
 
 
 def test_vision_model_registry_picks_qwen3_vl_with_pytorch_vision(checkpoint):
+    from lmdeploy.vl.model.base import VISION_MODELS
+    from lmdeploy.vl.model.qwen3 import Qwen3VLModel
+    from transformers import AutoConfig
+
     path, _ = checkpoint
-    cfg = tiny_config_of(path)
+    cfg = AutoConfig.from_pretrained(path)
     matched = [cls for cls in VISION_MODELS.module_dict.values() if cls.match(cfg)]
     assert matched == [Qwen3VLModel]
     # not TurboMind-native: the encoder runs in PyTorch (Qwen3.5 keeps its native path)
@@ -85,6 +81,8 @@ def test_vision_model_registry_picks_qwen3_vl_with_pytorch_vision(checkpoint):
 
 
 def test_task_routing(checkpoint):
+    from lmdeploy.archs import get_task
+    from lmdeploy.messages import TurbomindEngineConfig
     from lmdeploy.serve.core import AsyncEngine, VLAsyncEngine
 
     path, _ = checkpoint
@@ -97,22 +95,24 @@ def test_task_routing(checkpoint):
 # vision weights loaded alone; forward equals transformers' reference
 # --------------------------------------------------------------------------
 
-def test_vision_weights_loaded_separately(checkpoint):
+def test_vision_weights_loaded_separately(checkpoint, monkeypatch):
+    from lmdeploy.vl.model.qwen3 import load_vision_state_dict
+
     path, model = checkpoint
     state = load_vision_state_dict(str(path))
     reference = model.model.visual.state_dict()
     assert set(state) == set(reference)
     assert not any("language_model" in k or k.startswith("lm_head") for k in state)
-    vm = encoder(path)
+    vm = encoder(path, monkeypatch)
     # the encoder holds the vision tower only: no language-model parameter
     n_vision = sum(p.numel() for p in model.model.visual.parameters())
     assert sum(p.numel() for p in vm.vision_model.parameters()) == n_vision
 
 
 @pytest.mark.parametrize("grid", [(1, 8, 8), (1, 4, 12), (2, 8, 4)])
-def test_vision_forward_matches_transformers(checkpoint, grid):
+def test_vision_forward_matches_transformers(checkpoint, grid, monkeypatch):
     path, model = checkpoint
-    vm = encoder(path)
+    vm = encoder(path, monkeypatch)
     px = pixels(grid, seed=sum(grid))
     emb, deepstack = vm.encode(px, grid)
     with torch.no_grad():
@@ -172,6 +172,8 @@ def _reference_positions(model, ids, types, images, videos):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_mrope_positions_match_transformers(checkpoint, case):
+    from lmdeploy.turbomind.mrope import mrope_position_ids, vision_segments
+
     _, model = checkpoint
     ids, types, images, videos = _prompt(CASES[case])
     segments = vision_segments(ids, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, images, videos, spatial_merge_size=2)
@@ -184,9 +186,12 @@ def test_mrope_positions_match_transformers(checkpoint, case):
 
 
 @pytest.mark.parametrize("case", ["single-image", "multi-image", "video", "image-and-video"])
-def test_to_turbomind_packs_embeddings_and_mrope(checkpoint, case):
+def test_to_turbomind_packs_embeddings_and_mrope(checkpoint, case, monkeypatch):
+    from lmdeploy.turbomind.mrope import pack_mrope_inputs
+    from lmdeploy.vl.constants import Modality
+
     path, model = checkpoint
-    vm = encoder(path)
+    vm = encoder(path, monkeypatch)
     ids, types, images, videos = _prompt(CASES[case])
     items = [dict(modality=Modality.IMAGE, pixel_values=pixels(g, i), image_grid_thw=torch.tensor(g))
              for i, g in enumerate(images)]
@@ -227,14 +232,64 @@ def test_to_turbomind_packs_embeddings_and_mrope(checkpoint, case):
 
 
 def test_text_only_mrope_inputs_are_plain_positions():
+    from lmdeploy.turbomind.mrope import text_only_mrope_inputs
+
     packed = text_only_mrope_inputs(6)
     assert packed["mrope_position_ids"].tolist() == [[i, i, i] for i in range(6)]
     assert packed["mrope_position_delta"].tolist() == [0]
 
 
 def test_vision_segments_reject_mismatched_grids():
+    from lmdeploy.turbomind.mrope import vision_segments
+
     ids, _, images, _ = _prompt(CASES["single-image"])
     with pytest.raises(ValueError, match="image token run"):
         vision_segments(ids, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, [(1, 4, 4)], [], spatial_merge_size=2)
     with pytest.raises(ValueError, match="1 image token runs in the prompt but 2"):
         vision_segments(ids, IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, images * 2, [], spatial_merge_size=2)
+
+
+# --------------------------------------------------------------------------
+# a sharded checkpoint: only the shards holding vision weights are read
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory):
+    import tiny_qwen3_vl
+
+    path = tmp_path_factory.mktemp("sharded") / "model"
+    model = tiny_qwen3_vl.build_checkpoint(path, seed=3, max_shard_size="100KB")
+    return path, model
+
+
+def test_sharded_checkpoint_reads_only_the_vision_shards(sharded, monkeypatch):
+    from lmdeploy.vl.model.qwen3 import load_vision_state_dict, vision_weight_files
+
+    path, model = sharded
+    weight_map = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
+    vision_shards = {f for k, f in weight_map.items() if k.startswith("model.visual.")}
+    other_shards = set(weight_map.values()) - vision_shards
+    assert len(vision_shards) > 1 and other_shards  # the case the index exists for
+    assert not (path / "model.safetensors").exists()
+
+    files = vision_weight_files(str(path))
+    assert {p.rsplit("/", 1)[-1] for p in files} == vision_shards
+    assert sorted(k for keys in files.values() for k in keys) == sorted(
+        k for k in weight_map if k.startswith("model.visual."))
+
+    # shards with language-model weights only are never opened: make them unreadable
+    for name in other_shards:
+        (path / name).write_bytes(b"not a safetensors file")
+    state = load_vision_state_dict(str(path))
+    reference = model.model.visual.state_dict()
+    assert set(state) == set(reference)
+    assert all(torch.equal(state[k], reference[k]) for k in reference)
+
+    vm = encoder(path, monkeypatch)
+    grid = (1, 8, 4)
+    px = pixels(grid, seed=5)
+    emb, _ = vm.encode(px, grid)
+    with torch.no_grad():
+        ref = model.model.get_image_features(px, torch.tensor([grid])).pooler_output[0]
+    assert cosine(emb, ref) >= 0.999

@@ -3,34 +3,27 @@
 `seed_*` for the comparison) or on stock lmdeploy 0.18.0, and passes with
 patches/lmdeploy applied.
 
-1. Dependency checks required every family's classes at once.
-2. With the vision encoder disabled, a request with images was answered from
-   the text alone (images silently dropped) - in the serving layer and in the
-   engines.
+1. Dependency checks required every family's classes at once (0002).
+2. With the vision encoder disabled (`language_model_only`), a request with
+   images was answered from the text alone (images silently dropped) - in the
+   serving layer and in the engines (0005). TurboMind's side, the pipeline and
+   `lmdeploy serve` are in test_turbomind.py; the PyTorch engine is here: its
+   request handler runs without a GPU.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
-
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("lmdeploy")
-pytest.importorskip("lmdeploy.turbomind.mrope", reason="lmdeploy without the engine-overlay series")
-
-from lmdeploy.messages import (  # noqa: E402
-    LanguageModelOnlyError,
-    PytorchEngineConfig,
-    TurbomindEngineConfig,
-    reject_multimodal_if_language_model_only,
-)
-from lmdeploy.serve.processors.multimodal import MultimodalProcessor  # noqa: E402
+import tiny_qwen3_vl as tiny
+import torch
 
 # An environment whose transformers lacks one family: a meta-path finder makes
 # the named transformers sub-packages unimportable, as in a release that does
@@ -147,6 +140,9 @@ IMAGE_REQUEST = [{"role": "user", "content": [
 
 
 def test_serving_layer_rejects_images_naming_the_flag():
+    from lmdeploy.messages import LanguageModelOnlyError
+    from lmdeploy.serve.processors.multimodal import MultimodalProcessor
+
     # the processor AsyncEngine builds for a VL model routed to 'llm' by language_model_only
     proc = MultimodalProcessor(tokenizer=None, chat_template=None, language_model_only=True)
     with pytest.raises(LanguageModelOnlyError, match=r"language_model_only=True \(--language-model-only\)"):
@@ -154,106 +150,131 @@ def test_serving_layer_rejects_images_naming_the_flag():
 
 
 def test_serving_layer_without_the_flag_keeps_its_message():
+    from lmdeploy.serve.processors.multimodal import MultimodalProcessor
+
     proc = MultimodalProcessor(tokenizer=None, chat_template=None)
     with pytest.raises(ValueError, match="not supported by this model") as info:
         asyncio.run(proc.get_prompt_input(IMAGE_REQUEST, do_preprocess=True))
-    assert not isinstance(info.value, LanguageModelOnlyError)
+    assert type(info.value).__name__ != "LanguageModelOnlyError"
 
 
-@pytest.mark.parametrize("config", [TurbomindEngineConfig, PytorchEngineConfig])
-def test_engine_guard(config):
-    with pytest.raises(LanguageModelOnlyError, match="language_model_only"):
-        reject_multimodal_if_language_model_only(config(language_model_only=True), [{"modality": "image"}])
-    reject_multimodal_if_language_model_only(config(language_model_only=True), [])  # text-only: fine
-    reject_multimodal_if_language_model_only(config(language_model_only=False), [{"modality": "image"}])
+
+# --------------------------------------------------------------------------
+# the PyTorch engine's request handler, Engine._on_add_message
+# --------------------------------------------------------------------------
 
 
-# TurboMind's Python module imports the compiled library (CUDA). The stand-in
-# below replaces only that library - a test double for TurboMind itself - so
-# the pure-Python request path in lmdeploy/turbomind/turbomind.py can run.
-FAKE_TM = textwrap.dedent("""
-    import sys, types
+def pytorch_engine(path, language_model_only: bool):
+    """lmdeploy's PyTorch `Engine` with the parts its request handler uses,
+    built as `Engine.__init__` builds them (ConfigBuilder, ModelConfig,
+    strategies, Scheduler, the request manager) - all real. Not built: the
+    executor (the model on a CUDA device); the input processor it would hand
+    over is the one lmdeploy's PyTorch Qwen3-VL model creates,
+    `Qwen3VLInputProcessor(config, dtype)`. Nothing is replaced."""
+    from lmdeploy.messages import PytorchEngineConfig
+    from lmdeploy.pytorch.config import ModelConfig
+    from lmdeploy.pytorch.engine.config_builder import ConfigBuilder
+    from lmdeploy.pytorch.engine.engine import Engine, _build_seq_meta
+    from lmdeploy.pytorch.models.qwen3_vl import Qwen3VLInputProcessor
+    from lmdeploy.pytorch.paging.scheduler import Scheduler
+    from lmdeploy.pytorch.strategies import build_strategy_factory
+    from transformers import AutoConfig
 
-    class _Any(type):
-        def __getattr__(cls, name):
-            if name.startswith('__'):
-                raise AttributeError(name)
-            t = _Any(name, (), {})
-            setattr(cls, name, t)
-            return t
-
-    class FakeTurboMindLibrary(types.ModuleType):
-        def __getattr__(self, name):
-            if name.startswith('__'):
-                raise AttributeError(name)
-            t = _Any(name, (), {})
-            setattr(self, name, t)
-            return t
-
-    sys.modules['lmdeploy.turbomind._turbomind'] = FakeTurboMindLibrary('lmdeploy.turbomind._turbomind')
-""")
-
-
-def run_with_fake_turbomind(body: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", FAKE_TM + textwrap.dedent(body)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def test_turbomind_rejects_images_instead_of_dropping_them():
-    got = run_with_fake_turbomind("""
-        import json
-        from lmdeploy.messages import TurbomindEngineConfig
-        from lmdeploy.turbomind.turbomind import TurboMind
-
-        def convert(flag):
-            tm = TurboMind.__new__(TurboMind)  # no engine: only the request conversion runs
-            tm.engine_config = TurbomindEngineConfig(language_model_only=flag)
-            try:
-                return repr(tm.mm_input_converter([{'modality': 'image'}]))
-            except Exception as e:
-                return f'{type(e).__name__}: {e}'
-
-        print(json.dumps({'lmo': convert(True)}))
-    """)
-    # stock 0.18.0 returns None here (a warning, then the image is ignored)
-    assert got["lmo"].startswith("LanguageModelOnlyError: ")
-    assert "language_model_only=True (--language-model-only)" in got["lmo"]
+    config = ConfigBuilder.update_engine_config(PytorchEngineConfig(
+        language_model_only=language_model_only, max_batch_size=2, session_len=1024, num_gpu_blocks=64,
+        block_size=16))
+    engine = Engine.__new__(Engine)
+    engine.engine_config = config
+    engine.scheduler_config = ConfigBuilder.build_scheduler_config(config)
+    engine.cache_config = ConfigBuilder.build_cache_config(config)
+    model_config = ModelConfig.from_pretrained(str(path), dtype="float32", device_type="cuda", block_size=16)
+    factory = build_strategy_factory(model_config, ConfigBuilder.build_misc_config(config))
+    engine.seq_meta = _build_seq_meta(model_config, engine.cache_config, factory.build_sequence_strategy(),
+                                      factory.build_sampling_strategy())
+    engine.scheduler = Scheduler(engine.scheduler_config, engine.cache_config, seq_meta=engine.seq_meta)
+    engine.input_processor = Qwen3VLInputProcessor(AutoConfig.from_pretrained(path), torch.float32)
+    engine.max_session_len = config.session_len
+    engine.migration_event = None
+    engine.req_manager = engine._bind_request_manager()
+    return engine
 
 
-def test_turbomind_registers_qwen3_vl_source_models():
-    got = run_with_fake_turbomind("""
-        import json
-        from lmdeploy.turbomind.models.base import INPUT_MODELS
-        from lmdeploy.turbomind.models.qwen3_vl import packed_experts_transposed
-        from lmdeploy.turbomind.supported_models import SUPPORTED_ARCHS
+def image_request(path):
+    """What the serving layer sends the PyTorch engine for one image: the real
+    Qwen3-VL HF processor through lmdeploy's Qwen3VLModel.preprocess."""
+    from lmdeploy.model import get_chat_template
+    from lmdeploy.serve.processors.multimodal import MultimodalProcessor
+    from lmdeploy.vl.model.qwen3 import Qwen3VLModel
+    from transformers import AutoConfig
 
-        names = {a: SUPPORTED_ARCHS[a] for a in ('Qwen3VLForConditionalGeneration',
-                                                   'Qwen3VLMoeForConditionalGeneration')}
-        print(json.dumps({
-            'classes': {a: INPUT_MODELS.get(n).__name__ for a, n in names.items()},
-            'vision_contract': [getattr(INPUT_MODELS.get(n), '_vision', False) for n in names.values()],
-            'external_mrope': [getattr(INPUT_MODELS.get(n), 'external_mrope', False) for n in names.values()],
-            'hub_layout': packed_experts_transposed((4, 48, 2 * 16), 16),
-            'hf5_layout': packed_experts_transposed((4, 2 * 16, 48), 16),
-        }))
-    """)
-    assert set(got["classes"].values()) == {"Qwen3VLModel"}
-    assert got["vision_contract"] == [True, True]
-    assert got["external_mrope"] == [True, True]
-    assert got["hub_layout"] is True and got["hf5_layout"] is False
+    buf = io.BytesIO()
+    tiny.random_image(40, 56, seed=4).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    messages = asyncio.run(MultimodalProcessor.async_parse_multimodal_item([{"role": "user", "content": [
+        {"type": "text", "text": "what is in this image"}, {"type": "image_url", "image_url": {"url": url}}]}]))
+    vm = Qwen3VLModel(str(path), backend="pytorch", hf_config=AutoConfig.from_pretrained(path))
+    vm.build_preprocessor()
+    return vm.preprocess(messages, vm.get_input_prompt(messages, get_chat_template(str(path))))
 
 
-def test_cli_flag_reaches_the_turbomind_config():
+def add_message(engine, request: dict):
+    """ADD_SESSION then ADD_MESSAGE, as the engine loop hands them to the
+    handlers; returns the ADD_MESSAGE response."""
+    from lmdeploy.messages import GenerationConfig, ResponseType
+    from lmdeploy.pytorch.engine.request import Request, RequestType, Response
+    from lmdeploy.pytorch.messages import SamplingParam
+
+    def req(kind, data):
+        return Request(type=kind, sender_id=0, data=data,
+                       resp=Response(type=ResponseType.SUCCESS, sender_id=0, event=asyncio.Event()))
+
+    engine.req_manager.process_request(RequestType.ADD_SESSION,
+                                       [req(RequestType.ADD_SESSION, dict(session_id=1, response=False))])
+    msg = req(RequestType.ADD_MESSAGE, dict(
+        token_ids=request["input_ids"], session_id=1,
+        sampling_param=SamplingParam.from_gen_config(GenerationConfig(max_new_tokens=4)), adapter_name=None,
+        input_multimodals=request["multimodal"], migration_request=None, with_cache=False, preserve_cache=False))
+    engine.req_manager.process_request(RequestType.ADD_MESSAGE, [msg])
+    return msg.resp
+
+
+def test_pytorch_engine_rejects_images_with_language_model_only(dense):
+    from lmdeploy.messages import ResponseType
+
+    path, _ = dense
+    request = image_request(path)
+    engine = pytorch_engine(path, language_model_only=True)
+    resp = add_message(engine, request)
+    # answered at once with an error naming the flag; stock 0.18.0 dropped
+    # the images and queued the text alone
+    assert resp.event.is_set()
+    assert resp.type == ResponseType.INTERNAL_ENGINE_ERROR
+    assert "language_model_only=True (--language-model-only)" in resp.err_msg
+    assert engine.scheduler.get_session(1).sequences == {}
+
+
+def test_pytorch_engine_without_the_flag_queues_the_image(dense):
+    """The same request without the flag: the handler's other branch,
+    preprocess_input, runs and the sequence keeps its image."""
+    path, _ = dense
+    request = image_request(path)
+    engine = pytorch_engine(path, language_model_only=False)
+    resp = add_message(engine, request)
+    assert not resp.event.is_set()  # no answer yet: the request is scheduled
+    (seq,) = engine.scheduler.get_session(1).sequences.values()
+    assert seq.num_valid_ids == len(request["input_ids"])
+    assert not seq.history_multimodals.empty()
+    (image,) = request["multimodal"]
+    begin = request["input_ids"].index(tiny.IMAGE_TOKEN_ID)
+    assert image["offset"] == (begin, begin + tiny.n_tokens(tuple(image["image_grid_thw"].tolist())))
+
+
+def test_cli_help_says_what_happens_to_images():
+    """`--language-model-only`'s help; the flag's way through the CLI, the
+    config and the server is test_turbomind.py's api_server test."""
     import argparse
 
-    from lmdeploy.cli.serve import SubCliServe
     from lmdeploy.cli.utils import ArgumentHelper
 
-    parser = argparse.ArgumentParser()
-    ArgumentHelper.language_model_only(parser)
-    assert parser.parse_args(["--language-model-only"]).language_model_only is True
-    assert parser.parse_args([]).language_model_only is False
-    assert "fail" in parser._actions[-1].help  # the help says what happens to images
-    assert hasattr(SubCliServe, "api_server")
+    action = ArgumentHelper.language_model_only(argparse.ArgumentParser())
+    assert "Requests with images/videos then fail with an error." in action.help
