@@ -288,7 +288,9 @@ LMDEPLOY_DEPS = (  # what importing lmdeploy's VL/serving modules needs here (no
 @nox.session(python=PYTHON)
 def test_lmdeploy(session: nox.Session) -> None:
     """The lmdeploy payload on the CPU: the pinned 0.18.0 wheel installed with --no-deps,
-    `overlay apply lmdeploy --installed`, then the Qwen3-VL tests (TurboMind itself needs CUDA)."""
+    `overlay apply lmdeploy --installed`, then the Qwen3-VL tests: vision encoder and mRoPE vs
+    transformers, TurboMind's Python path (weights, requests, pipeline, `lmdeploy serve`) with only
+    its compiled CUDA library replaced, the PyTorch engine's request handler."""
     import json
 
     # first: anything else could pull a CUDA build of torch. Real torchvision, because the
