@@ -87,6 +87,7 @@ class ScanCache:
 
     def __init__(self, config: MarkerConfig, path: Path | None = None, *, persistent: bool = True) -> None:
         self.memo: dict[str, str] = {}
+        self._keys: dict[str, str] = {}  # text -> its key (the same text on both sides is hashed once)
         self.new: dict[str, str] = {}
         self._ns = _namespace(config) if persistent else None
         self._path = path
@@ -115,6 +116,12 @@ class ScanCache:
                 return None
             self._db = db
         return self._db
+
+    def key(self, text: str) -> str:
+        found = self._keys.get(text)
+        if found is None:
+            found = self._keys[text] = text_key(text)
+        return found
 
     def load(self, keys: list[str]) -> None:
         """Bring the stored scans of *keys* into this run's memo (one query per CHUNK keys)."""

@@ -25,7 +25,7 @@ from ..errors import OverlayError
 from ..locking import atomic_write
 from ..paths import check_relpath, read_below, safe_join
 from .grammar import Event, Grammar, MarkerConfig, Problem, comment_start, pair_fences, scan_events
-from .scancache import ScanCache, text_key
+from .scancache import ScanCache
 
 SNAPSHOT_FORMAT = "engine-overlay-markers"
 SNAPSHOT_VERSION = 1
@@ -634,7 +634,7 @@ def snapshot_from_texts(texts: dict[str, str], config: MarkerConfig, cache: Scan
     blocks: list[Block] = []
     problems: list[Problem] = []
     names = sorted(texts)
-    keys = [text_key(texts[rel]) for rel in names] if cache is not None else []
+    keys = [cache.key(texts[rel]) for rel in names] if cache is not None else []
     if cache is not None:
         cache.load(keys)
     for n, rel in enumerate(names):
