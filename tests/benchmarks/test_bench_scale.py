@@ -72,7 +72,7 @@ def test_the_check_markers_rows_check_their_reports(small, tmp_path):
 def test_the_script_writes_its_rows(tmp_path, small):
     out = tmp_path / "rows.json"
     assert bench_scale.main(["--files", "200", "--patches", "20", "--marked", "10", "--repeats", "1",
-                             "--json", str(out)]) == 0
+                             "--marker-repeats", "1", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["benchmarks"]
     names = {(r["name"], r["baseline"]) for r in rows}
     assert ("apply 20 patches, 200 files", "git am -3") in names
