@@ -265,7 +265,7 @@ def _parse_engine(name, table, root, text, rel, problems) -> Engine | None:
         problems.append(Problem(rel, line, f"[{name}]: 'markers' must be a table"))
         markers = {}
     else:
-        from .markers import MarkerConfig
+        from .markers.grammar import MarkerConfig
 
         markers_line = _header_line(text, name, "markers") or line
         try:

@@ -499,6 +499,10 @@ def find_rg() -> str | None:
     return shutil.which("rg")
 
 
+# Below this many files, filtering them in Python is cheaper than starting rg.
+RG_MIN_FILES = 64
+
+
 def _rg_filter(root: str, files: list[str], needles: tuple[bytes, ...]) -> set[str] | None:
     """Files containing any needle, via ripgrep when it is installed (None: use Python)."""
     rg = find_rg()
@@ -592,7 +596,9 @@ def take_snapshot(
     files: list[str] | None = None
     if hits is None:
         files = list_files(root, paths, config)
-        hits = _rg_filter(root_s, files, needles) if use_rg is not False else None
+        # A process costs more than reading a few files (apply checks its overlay files).
+        few = len(files) <= RG_MIN_FILES and use_rg is not True
+        hits = _rg_filter(root_s, files, needles) if use_rg is not False and not few else None
         if hits is None:
             hits = _python_filter(root_s, files, needles)
     raw = read_below(root, sorted(hits))

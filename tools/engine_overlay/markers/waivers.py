@@ -12,9 +12,6 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
-
 from ..errors import OverlayError
 from ..paths import check_relpath
 from .compare import FAILING, BlockResult
@@ -65,6 +62,9 @@ class WaiverStatus:
 
 def load_waivers(path: Path) -> list[Waiver]:
     """Parse and validate a waiver file; any fault is one OverlayError naming the file."""
+    import tomlkit  # here: most checks have no waiver file, and tomlkit costs start-up time
+    from tomlkit.exceptions import TOMLKitError
+
     hint = f"each [[waiver]] needs id (or file+qualname+hash), reason, and upstream or expires:\n{EXAMPLE}"
     try:
         doc = tomlkit.parse(path.read_text(encoding="utf-8")).unwrap()
