@@ -50,3 +50,18 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         print(f"{r['name']:48} {r['value']:>9.3f}{r['unit']} {r['baseline'][:18]:>18} "
               f"{r['baseline_value']:>8.3f}{r['unit']} {r['ratio']:>7.2f}")
+
+
+def ideal_pipelined(stages: list[tuple[float, float]]) -> float:
+    """Makespan of the pipeline's schedule with zero overhead and no
+    contention: a worker runs pre-ops in order; pre-ops of item i+1 start when
+    item i's device stage starts; device+post of item i start when both its
+    pre-ops and item i-1 are done. ``stages``: (pre, device+post) per item."""
+    pre_done = stages[0][0]
+    main_free = 0.0
+    for i, (_, device) in enumerate(stages):
+        start = max(main_free, pre_done)
+        main_free = start + device
+        if i + 1 < len(stages):
+            pre_done = start + stages[i + 1][0]
+    return main_free

@@ -21,7 +21,6 @@ import io
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "engines" / "vllm_engine"))
 
+from _common import ideal_pipelined  # noqa: E402
+from serving import free_port, wait_until_healthy  # noqa: E402
+
 # A tower that dominates: 8 blocks of width 256 on 1,024-patch images, beside
 # a two-layer language model of width 128.
 VISION = dict(depth=8, hidden_size=256, num_heads=4, intermediate_size=512,
@@ -42,35 +44,9 @@ LINE = re.compile(r"vision_npu call=(\d+) item=(\d+)/(\d+) .* pre=([\d.]+)ms dev
                   r"post=([\d.]+)ms")
 
 
-def ideal_pipelined(stages: list[tuple[float, float]]) -> float:
-    """Makespan of one call's items with perfect overlap: pre-ops of item i+1
-    run while item i is on the device. ``stages``: (pre, device + post)."""
-    pre_done = stages[0][0]
-    main_free = 0.0
-    for i, (_, device) in enumerate(stages):
-        start = max(main_free, pre_done)
-        main_free = start + device
-        if i + 1 < len(stages):
-            pre_done = start + stages[i + 1][0]
-    return main_free
-
-
-def _free_port() -> int:
-    import random
-
-    for port in random.Random().sample(range(12000, 20000), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
 class Server:
     def __init__(self, model: Path, bundle: Path, log: Path, pipelined: bool) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = log
         env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", TORCHDYNAMO_DISABLE="1",
                    VLLM_USE_AOT_COMPILE="0", VLLM_CPU_KVCACHE_SPACE="1",
@@ -85,21 +61,11 @@ class Server:
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.base = f"http://127.0.0.1:{self.port}"
 
-    def wait(self, timeout: float = 300) -> None:
+    def wait(self) -> None:
         import requests
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited:\n{self.log_path.read_text()[-4000:]}")
-            try:
-                if requests.get(f"{self.base}/health", timeout=2).status_code == 200:
-                    self.model = requests.get(f"{self.base}/v1/models").json()["data"][0]["id"]
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(1)
-        raise RuntimeError("vllm serve did not come up")
+        wait_until_healthy(self.proc, self.base, self.log_path)
+        self.model = requests.get(f"{self.base}/v1/models").json()["data"][0]["id"]
 
     def burst(self, images: list[str]) -> float:
         import requests

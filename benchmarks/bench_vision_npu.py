@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "engines" / "vllm"))
 
 import tiny_qwen2_5_vl as tiny  # noqa: E402  (sets TORCHDYNAMO_DISABLE before torch)
+from _common import ideal_pipelined  # noqa: E402
 
 SEED_GRID = (1, 58, 74)  # 4292 patches: the seed's pixel_values [4292, 1176]
 
@@ -273,21 +274,6 @@ def bench_tower(repeat: int, workdir: Path, quick: bool = False) -> list[dict]:
 
 
 # ----------------------------------------------------------- 3. pipeline
-
-def ideal_pipelined(stages: list[tuple[float, float]]) -> float:
-    """Makespan of the pipeline's schedule with zero overhead and no
-    contention: a worker runs pre-ops in order; pre-ops of item i+1 start when
-    item i's device stage starts; device+post of item i start when both its
-    pre-ops and item i-1 are done. ``stages``: (pre, device+post) per item."""
-    pre_done = stages[0][0]
-    main_free = 0.0
-    for i, (_, device) in enumerate(stages):
-        start = max(main_free, pre_done)
-        main_free = start + device
-        if i + 1 < len(stages):
-            pre_done = start + stages[i + 1][0]
-    return main_free
-
 
 def bench_pipeline(repeat: int, workdir: Path) -> list[dict]:
     import torch

@@ -11,15 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import json
-import random
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from engine_run import make_image
+from serving import free_port, wait_until_healthy
 
 from conftest import chat_prompt, engine_env
 
@@ -28,28 +26,9 @@ TEXTS = ["describe this image", "what is in it", "describe this image", "what co
 MAX_TOKENS = 12
 
 
-def _free_port() -> int:
-    """A free port below the ephemeral range: vLLM's own start-up binds port 0
-    for its internal sockets, and the kernel would hand one of them a port
-    just released by a port-0 probe here."""
-    low = 20000
-    try:
-        low = min(low, int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0]) - 2000)
-    except (OSError, ValueError, IndexError):
-        pass
-    for port in random.Random().sample(range(max(low - 8000, 1024), low), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
-
-
 @pytest.fixture(scope="module")
 def server(checkpoint, small_bundle, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
@@ -61,22 +40,11 @@ def server(checkpoint, small_bundle, tmp_path_factory):
          "--trust-request-mm-kwargs", "--host", "127.0.0.1", "--port", str(port)],
         env=engine_env("onnxrt", small_bundle), stdout=log, stderr=subprocess.STDOUT,
     )
-    import requests
-
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited {proc.returncode}:\n{log_path.read_text()[-6000:]}")
-        try:
-            if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"vllm serve did not come up:\n{log_path.read_text()[-6000:]}")
-        time.sleep(1)
+    try:
+        wait_until_healthy(proc, base, log_path)
+    except RuntimeError as e:
+        pytest.fail(str(e))
     yield base, proc, log_path
     proc.terminate()
     try:
